@@ -1,0 +1,93 @@
+"""Crash-safe file writes and maildir handoff (DESIGN.md §2 rules 1 and 2).
+
+Atomic publish: write a temporary file in the same directory, flush, fsync, ``os.replace``
+onto the name, fsync the directory. A reader sees the old or the new content, never half.
+Temporary files are named ``.<name>.tmp.<pid>.<rand>`` so no reader mistakes one for data
+(every reader in tac8 looks for exact names or for files in a maildir's ``new/``).
+
+Maildir: a producer writes ``<dir>/tmp/<name>`` and renames it to ``<dir>/new/<name>``;
+names are ``<ns-timestamp>.<pid>.<counter>`` so they sort by time and never collide. A
+consumer handles a file in ``new/`` and deletes it only after its effect is durable.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from pathlib import Path
+
+_counter = itertools.count()
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see all of it or none of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def unique_name() -> str:
+    """A maildir name: sorts by creation time, unique across processes."""
+    return f"{time.time_ns():020d}.{os.getpid()}.{next(_counter)}"
+
+
+def publish(maildir: Path, data: str | bytes) -> Path:
+    """Hand ``data`` to a consumer of ``maildir``; returns the path in ``new/``."""
+    maildir = Path(maildir)
+    name = unique_name()
+    staged = maildir / "tmp" / name
+    atomic_write(staged, data)
+    final = maildir / "new" / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def pending(maildir: Path) -> list[Path]:
+    """Files waiting in ``maildir/new``, oldest first."""
+    try:
+        names = sorted(n for n in os.listdir(Path(maildir) / "new") if not n.startswith("."))
+    except FileNotFoundError:
+        return []
+    return [Path(maildir) / "new" / n for n in names]
+
+
+def sweep_tmp(maildir: Path, older_than: float = 3600.0) -> int:
+    """Delete staged files a crashed producer left in ``tmp/``; returns how many."""
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(Path(maildir) / "tmp"))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if now - entry.stat().st_mtime > older_than:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

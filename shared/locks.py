@@ -1,0 +1,141 @@
+"""Lockfiles (DESIGN.md §2 rules 3, 4 and 6).
+
+Two kinds, both ``flock(2)`` on a file, so the kernel releases them when the process dies
+(``kill -9``, power loss) and a PID that was reused can never look like a holder:
+
+* ``file_lock(path)`` guards a read-modify-write of a shared file. It waits at most
+  ``timeout`` seconds and, once held, writes who holds it (pid, program, since) into the lock
+  file, so a timeout can say who was in the way.
+* ``hold(path)`` is held for a whole process's life: a worker's liveness lock
+  (``state/runs/<task>.lock``) or a program's single-instance lock
+  (``state/locks/<program>.lock``). ``is_held(path)`` asks without blocking.
+
+Every lock descriptor is close-on-exec, so a child process (an agent) never inherits a lock
+and never keeps a dead worker looking alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+
+class LockTimeout(TimeoutError):
+    """The lock stayed held by someone else for longer than the timeout."""
+
+
+class AlreadyHeld(RuntimeError):
+    """A life-long lock is held by another live process."""
+
+
+def _program_name() -> str:
+    return os.environ.get("TAC8_PROGRAM") or Path(sys.argv[0]).name or "python"
+
+
+def _open_lockfile(path: Path) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def _describe_holder(fd: int) -> None:
+    since = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    text = f"pid={os.getpid()} program={_program_name()} since={since}\n".encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text, 0)
+
+
+def holder(path: Path) -> str:
+    """Who last took the lock at ``path`` (informational; empty if unknown)."""
+    try:
+        return Path(path).read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the ``with`` block, waiting up to ``timeout``."""
+    fd = _open_lockfile(path)
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{path}: still locked after {timeout:g}s by {holder(path) or 'unknown'}"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        _describe_holder(fd)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class HeldLock:
+    """A life-long exclusive lock; released by ``release()`` or by the process's death."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = Path(path)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "HeldLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold(path: Path, wait: float = 2.0) -> HeldLock:
+    """Take the life-long lock at ``path`` or raise ``AlreadyHeld``.
+
+    ``wait`` covers the instant in which an ``is_held`` probe holds a shared lock.
+    """
+    fd = _open_lockfile(path)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                who = holder(path)
+                os.close(fd)
+                raise AlreadyHeld(f"{path} is held by {who or 'another process'}") from None
+            time.sleep(0.01)
+    _describe_holder(fd)
+    return HeldLock(path, fd)
+
+
+def is_held(path: Path) -> bool:
+    """True if a live process holds the lock at ``path``. Never blocks, never creates it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock, if it got one
+    return False

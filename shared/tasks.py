@@ -1,0 +1,434 @@
+"""The tasks.md engine: parse, query, change and render the queue (DESIGN.md §3).
+
+Format::
+
+    ## Pending
+    [] gh-471: Add docstring to coordinator.py {p2}
+    - Retry: attempt 2/3 not before 2026-11-24 10:20:00
+
+A task line is ``[MARKER] ID: TITLE {pN}`` (ID and priority optional); ``- Key: value`` lines
+right under it belong to it. A ``## Name`` heading starts a section; the known ones are
+``SECTIONS``. Everything else (free text, blank lines, unknown headings, lines the parser
+does not understand) is kept exactly where it was, and the lines that look like neither text
+nor tasks are reported in ``Board.problems``.
+
+Round trip: ``parse(text).render() == text`` byte for byte, for any text (CRLF, no final
+newline, invalid UTF-8 through ``surrogateescape``). Only tasks that were changed are
+re-rendered; every other line is emitted as read.
+
+Writers use ``transact``: under the tasks.md lockfile it reads, lets the caller change the
+board, and writes atomically only if something changed. A person's editor does not take the
+lock, so just before writing, ``transact`` re-reads the file; if it changed since the read,
+the caller's change is applied again to the new content. ``change`` must therefore depend
+only on the board it is given (do side effects after ``transact`` returns).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from shared.fsio import atomic_write
+from shared.locks import file_lock
+
+ACTIVE, PENDING, BLOCKED, STOPPED, FAILED, COMPLETED = (
+    "Active",
+    "Pending",
+    "Blocked",
+    "Stopped",
+    "Failed",
+    "Completed Today",
+)
+SECTIONS = (ACTIVE, PENDING, BLOCKED, STOPPED, FAILED, COMPLETED)
+ICONS = {ACTIVE: "🟡", BLOCKED: "⏰", STOPPED: "⏹", FAILED: "❌", COMPLETED: "✅"}
+DEFAULT_PRIORITY = 2
+TITLE_LIMIT = 200
+
+_HEADING = re.compile(r"^(?P<hashes>#{1,6})[ \t]+(?P<name>.*?)[ \t]*$")
+_TASK = re.compile(r"^\[(?P<marker>[^\[\]\r\n]*)\][ \t]*(?P<rest>.*?)[ \t]*$")
+_ID = re.compile(r"^(?P<id>(?:gh|t)-\d+):[ \t]*(?P<title>.*)$")
+_PRIORITY = re.compile(r"^(?P<title>.*?)[ \t]*\{p(?P<p>[0-3])\}$")
+_DETAIL = re.compile(r"^- (?P<key>[A-Za-z][A-Za-z0-9 _-]{0,39}): ?(?P<value>.*?)[ \t]*$")
+_WORKER = re.compile(r"\bw-[0-9a-zA-Z]+\b")
+_T_ID = re.compile(r"^t-(\d+)$")
+_SECTION_NAMES = {name.lower(): name for name in SECTIONS}
+
+T = TypeVar("T")
+
+
+class TasksConflict(RuntimeError):
+    """tasks.md kept changing under a transaction (someone saving it in a tight loop)."""
+
+
+@dataclass(eq=False)
+class Line:
+    """One physical line: its text and its ending (``\\n``, ``\\r\\n`` or ``""`` at EOF)."""
+
+    text: str
+    end: str
+
+
+@dataclass(eq=False)
+class Task:
+    """A task line and its detail lines. Edit the fields freely: ``render`` notices."""
+
+    title: str
+    id: str | None = None
+    priority: int | None = None  # None: no {pN} tag (launch as DEFAULT_PRIORITY)
+    marker: str = ""
+    details: list[list[str]] = field(default_factory=list)
+    lines: list[Line] | None = None  # as read; None for a task made in this process
+    _as_read: tuple | None = None
+
+    @property
+    def effective_priority(self) -> int:
+        return DEFAULT_PRIORITY if self.priority is None else self.priority
+
+    @property
+    def worker(self) -> str | None:
+        match = _WORKER.search(self.marker)
+        return match.group(0) if match else None
+
+    @property
+    def sha(self) -> str | None:
+        """The commit in a Completed marker (``✅ cbffe52, w-…``)."""
+        first = self.marker.removeprefix(ICONS[COMPLETED]).strip().split(",")[0].strip()
+        return first if re.fullmatch(r"[0-9a-f]{7,40}", first) else None
+
+    def detail(self, key: str) -> str | None:
+        for k, v in self.details:
+            if k == key:
+                return v
+        return None
+
+    def set_detail(self, key: str, value: str) -> None:
+        value = sanitize_title(value, limit=500)
+        for pair in self.details:
+            if pair[0] == key:
+                pair[1] = value
+                return
+        self.details.append([key, value])
+
+    def drop_detail(self, key: str) -> None:
+        self.details = [pair for pair in self.details if pair[0] != key]
+
+    def _state(self) -> tuple:
+        return (self.title, self.id, self.priority, self.marker, tuple(map(tuple, self.details)))
+
+    def changed(self) -> bool:
+        return self.lines is None or self._as_read != self._state()
+
+    def render_line(self) -> str:
+        parts = [f"[{self.marker}]"]
+        parts.append(f"{self.id}: {self.title}" if self.id else self.title)
+        if self.priority is not None:
+            parts.append(f"{{p{self.priority}}}")
+        return " ".join(parts)
+
+    def render_texts(self) -> list[str]:
+        return [self.render_line()] + [f"- {k}: {v}" for k, v in self.details]
+
+
+def sanitize_title(text: str, limit: int = TITLE_LIMIT) -> str:
+    """Make untrusted text safe for one task line: one line, no control or bidi characters,
+    no brackets or braces (so no marker and no priority tag), at most ``limit`` characters."""
+    out = []
+    for ch in text[: limit * 4]:
+        category = unicodedata.category(ch)
+        if category == "Cc" or category in ("Zl", "Zp"):
+            out.append(" ")
+        elif category[0] == "C":  # format (bidi marks, zero-width), private use, unassigned
+            continue
+        else:
+            out.append({"[": "(", "]": ")", "{": "(", "}": ")"}.get(ch, ch))
+    clean = " ".join("".join(out).split())
+    if len(clean) > limit:
+        clean = clean[: limit - 1].rstrip() + "…"
+    return clean or "(untitled)"
+
+
+def make_marker(section: str, worker: str | None = None, sha: str | None = None) -> str:
+    """The marker a task carries in ``section`` (``[]`` in Pending)."""
+    if section == PENDING or section not in ICONS:
+        return ""
+    tags = [t for t in ((sha[:7] if sha else None), worker) if t]
+    return f"{ICONS[section]} {', '.join(tags)}".rstrip()
+
+
+def _split_lines(text: str) -> list[Line]:
+    parts = text.split("\n")
+    lines = []
+    for part in parts[:-1]:
+        if part.endswith("\r"):
+            lines.append(Line(part[:-1], "\r\n"))
+        else:
+            lines.append(Line(part, "\n"))
+    if parts[-1]:
+        lines.append(Line(parts[-1], ""))
+    return lines
+
+
+def _parse_task_line(text: str) -> Task | None:
+    match = _TASK.match(text)
+    if not match:
+        return None
+    rest = match.group("rest")
+    priority = None
+    prio = _PRIORITY.match(rest)
+    if prio:
+        rest, priority = prio.group("title"), int(prio.group("p"))
+    task_id = None
+    ident = _ID.match(rest)
+    if ident:
+        task_id, rest = ident.group("id"), ident.group("title")
+    title = rest.strip()
+    if not title:
+        return None
+    return Task(title=title, id=task_id, priority=priority, marker=match.group("marker").strip())
+
+
+class Board:
+    """A parsed tasks.md. Items are ``Line`` objects and ``Task`` blocks, in file order."""
+
+    def __init__(self, items: list[Line | Task], newline: str, problems: list[tuple[int, str]]):
+        self.items = items
+        self.newline = newline
+        self.problems = problems  # (line number, text) of lines the parser did not understand
+
+    # --- queries ---
+    def sections(self) -> Iterator[tuple[str | None, Task]]:
+        """(section name or None, task) for every task, in file order."""
+        section: str | None = None
+        for item in self.items:
+            if isinstance(item, Line):
+                name = _section_of_heading(item.text)
+                if name is not False:
+                    section = name
+            else:
+                yield section, item
+
+    def tasks(self, section: str | None = None) -> list[Task]:
+        return [t for s, t in self.sections() if section is None or s == section]
+
+    def section_of(self, task: Task) -> str | None:
+        for s, t in self.sections():
+            if t is task:
+                return s
+        raise KeyError(task.id)
+
+    def get(self, task_id: str) -> Task | None:
+        for item in self.items:
+            if isinstance(item, Task) and item.id == task_id:
+                return item
+        return None
+
+    def find(self, task_id: str) -> tuple[str | None, Task] | None:
+        for s, t in self.sections():
+            if t.id == task_id:
+                return s, t
+        return None
+
+    def ids(self) -> set[str]:
+        return {t.id for t in self.tasks() if t.id}
+
+    def launch_order(self) -> list[Task]:
+        """Pending tasks, lowest priority number first, then the order of lines."""
+        pending = self.tasks(PENDING)
+        return sorted(pending, key=lambda t: t.effective_priority)  # sort is stable
+
+    # --- changes ---
+    def add(self, title: str, *, task_id: str | None = None, priority: int | None = None,
+            section: str = PENDING, details: Iterable[tuple[str, str]] = ()) -> Task:
+        """Append a task with a sanitised title to ``section``."""
+        task = Task(title=sanitize_title(title), id=task_id, priority=priority,
+                    marker=make_marker(section))
+        for key, value in details:
+            task.set_detail(key, value)
+        self._insert(section, task)
+        return task
+
+    def remove(self, task: Task) -> Task:
+        self.items = [i for i in self.items if i is not task]
+        return task
+
+    def move(self, task: Task, section: str, *, marker: str | None = None,
+             details: Iterable[tuple[str, str]] | None = None) -> Task:
+        """Move ``task`` (with its detail lines) to the end of ``section``."""
+        self.remove(task)
+        task.marker = make_marker(section, task.worker) if marker is None else marker
+        if details is not None:
+            task.details = []
+            for key, value in details:
+                task.set_detail(key, value)
+        self._insert(section, task)
+        return task
+
+    def assign_ids(self, taken: Iterable[str] = ()) -> list[Task]:
+        """Give every id-less task the next ``t-N``, never reusing one in the file or
+        ``taken`` (the archive's ids). Returns the tasks that got an id."""
+        highest = max((int(m.group(1)) for i in (*self.ids(), *taken)
+                       if (m := _T_ID.match(i))), default=0)
+        assigned = []
+        for task in self.tasks():
+            if task.id is None:
+                highest += 1
+                task.id = f"t-{highest}"
+                assigned.append(task)
+        return assigned
+
+    def render(self) -> str:
+        out: list[str] = []
+        pieces: list[Line] = []
+        for item in self.items:
+            if isinstance(item, Line):
+                pieces.append(item)
+            elif not item.changed():
+                pieces.extend(item.lines)
+            else:
+                pieces.extend(Line(text, self.newline) for text in item.render_texts())
+        for n, line in enumerate(pieces):
+            last = n == len(pieces) - 1
+            out.append(line.text)
+            out.append(line.end if (line.end or last) else self.newline)
+        return "".join(out)
+
+    # --- internals ---
+    def _insert(self, section: str, task: Task) -> None:
+        current: str | None = None
+        header_at = last_task_at = None
+        for n, item in enumerate(self.items):
+            if isinstance(item, Line):
+                name = _section_of_heading(item.text)
+                if name is not False:
+                    current = name
+                    if name == section and header_at is None:
+                        header_at = n
+            elif current == section and header_at is not None:
+                last_task_at = n
+        if header_at is None:
+            header_at = self._create_section(section)
+            last_task_at = None
+        self.items.insert((last_task_at if last_task_at is not None else header_at) + 1, task)
+
+    def _create_section(self, section: str) -> int:
+        """Insert a ``## section`` heading in the canonical order; returns its index."""
+        later = SECTIONS[SECTIONS.index(section) + 1:]
+        for n, item in enumerate(self.items):
+            if isinstance(item, Line) and _section_of_heading(item.text) in later:
+                self.items[n:n] = [Line(f"## {section}", self.newline), Line("", self.newline)]
+                return n
+        if self.items and not (isinstance(self.items[-1], Line) and not self.items[-1].text.strip()):
+            self.items.append(Line("", self.newline))
+        self.items.append(Line(f"## {section}", self.newline))
+        return len(self.items) - 1
+
+
+def _section_of_heading(text: str) -> str | None | bool:
+    """A level-2 heading's known section name, None for an unknown one, False otherwise."""
+    match = _HEADING.match(text)
+    if not match or len(match.group("hashes")) != 2:
+        return False
+    return _SECTION_NAMES.get(match.group("name").lower())
+
+
+def parse(text: str) -> Board:
+    lines = _split_lines(text)
+    newline = "\r\n" if lines and lines[0].end == "\r\n" else "\n"
+    items: list[Line | Task] = []
+    problems: list[tuple[int, str]] = []
+    current: Task | None = None
+    section: str | None = None
+    for number, line in enumerate(lines, start=1):
+        if current is not None:
+            detail = _DETAIL.match(line.text)
+            if detail:
+                current.details.append([detail.group("key"), detail.group("value")])
+                current.lines.append(line)
+                continue
+            current._as_read = current._state()
+            current = None
+        heading = _section_of_heading(line.text)
+        if heading is not False:
+            section = heading
+            items.append(line)
+            continue
+        task = _parse_task_line(line.text)
+        if task is not None:
+            task.lines = [line]
+            items.append(task)
+            current = task
+            if section is None:
+                problems.append((number, line.text))  # a task outside any known section
+            continue
+        items.append(line)
+        # Free text before the first section or under an unknown heading is prose; inside a
+        # known section, or shaped like a task, a line we cannot read is worth reporting.
+        stripped = line.text.strip()
+        if stripped.startswith("[") or (
+            section is not None and stripped and not stripped.startswith(("#", ">", "<!--"))
+        ):
+            problems.append((number, line.text))
+    if current is not None:
+        current._as_read = current._state()
+    return Board(items, newline, problems)
+
+
+def decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8", errors="surrogateescape")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def read_board(path: Path) -> Board:
+    """Parse tasks.md without the lock (a snapshot for queries)."""
+    return parse(decode(_read_bytes(path)))
+
+
+def archived_ids(archive_dir: Path | None) -> set[str]:
+    """Task ids found in ``state/archive/*.md`` (same format as tasks.md)."""
+    ids: set[str] = set()
+    if archive_dir is None or not Path(archive_dir).is_dir():
+        return ids
+    for file in sorted(Path(archive_dir).glob("*.md")):
+        ids |= read_board(file).ids()
+    return ids
+
+
+def transact(path: Path, change: Callable[[Board], T], *, lock_path: Path,
+             archive_dir: Path | None = None, timeout: float = 10.0,
+             attempts: int = 50) -> T:
+    """Apply ``change`` to tasks.md under its lock; see the module docstring."""
+    path = Path(path)
+    with file_lock(lock_path, timeout=timeout):
+        for _ in range(attempts):
+            raw = _read_bytes(path)
+            text = decode(raw)
+            board = parse(text)
+            if any(t.id is None for t in board.tasks()):
+                board.assign_ids(archived_ids(archive_dir))
+            result = change(board)
+            new = board.render()
+            if new == text:
+                return result
+            if _read_bytes(path) != raw:
+                continue  # a person saved the file meanwhile: redo the change on their text
+            atomic_write(path, encode(new))
+            return result
+    raise TasksConflict(f"{path}: changed under every one of {attempts} attempts")
+
+
+def edit_tasks(cfg, change: Callable[[Board], T]) -> T:
+    """``transact`` on the configured tasks.md, its lock and archive."""
+    return transact(cfg.tasks_file, change, lock_path=cfg.tasks_lock, archive_dir=cfg.archive_dir)
