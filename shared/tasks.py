@@ -48,9 +48,8 @@ DEFAULT_PRIORITY = 2
 TITLE_LIMIT = 200
 
 _HEADING = re.compile(r"^(?P<hashes>#{1,6})[ \t]+(?P<name>.*?)[ \t]*$")
-_TASK = re.compile(r"^\[(?P<marker>[^\[\]\r\n]*)\][ \t]*(?P<rest>.*?)[ \t]*$")
-_ID = re.compile(r"^(?P<id>(?:gh|t)-\d+):[ \t]*(?P<title>.*)$")
-_PRIORITY = re.compile(r"^(?P<title>.*?)[ \t]*\{p(?P<p>[0-3])\}$")
+_TASK = re.compile(r"^\[(?P<marker>[^\[\]\r\n]*)\][ \t]*(?:(?P<id>(?:gh|t)-\d+):)?(?P<rest>.*)$")
+_PRIORITY_TAGS = {f"{{p{n}}}": n for n in range(4)}
 _DETAIL = re.compile(r"^- (?P<key>[A-Za-z][A-Za-z0-9 _-]{0,39}): ?(?P<value>.*?)[ \t]*$")
 _WORKER = re.compile(r"\bw-[0-9a-zA-Z]+\b")
 _T_ID = re.compile(r"^t-(\d+)$")
@@ -172,22 +171,17 @@ def _split_lines(text: str) -> list[Line]:
 
 
 def _parse_task_line(text: str) -> Task | None:
-    match = _TASK.match(text)
+    match = _TASK.match(text) if text.startswith("[") else None
     if not match:
         return None
-    rest = match.group("rest")
-    priority = None
-    prio = _PRIORITY.match(rest)
-    if prio:
-        rest, priority = prio.group("title"), int(prio.group("p"))
-    task_id = None
-    ident = _ID.match(rest)
-    if ident:
-        task_id, rest = ident.group("id"), ident.group("title")
-    title = rest.strip()
+    title = match.group("rest").strip()
+    priority = _PRIORITY_TAGS.get(title[-4:])
+    if priority is not None:
+        title = title[:-4].rstrip()
     if not title:
         return None
-    return Task(title=title, id=task_id, priority=priority, marker=match.group("marker").strip())
+    return Task(title=title, id=match.group("id"), priority=priority,
+                marker=match.group("marker").strip())
 
 
 class Board:
@@ -328,7 +322,7 @@ class Board:
 
 def _section_of_heading(text: str) -> str | None | bool:
     """A level-2 heading's known section name, None for an unknown one, False otherwise."""
-    match = _HEADING.match(text)
+    match = _HEADING.match(text) if text.startswith("##") else None
     if not match or len(match.group("hashes")) != 2:
         return False
     return _SECTION_NAMES.get(match.group("name").lower())
@@ -343,7 +337,7 @@ def parse(text: str) -> Board:
     section: str | None = None
     for number, line in enumerate(lines, start=1):
         if current is not None:
-            detail = _DETAIL.match(line.text)
+            detail = _DETAIL.match(line.text) if line.text.startswith("- ") else None
             if detail:
                 current.details.append([detail.group("key"), detail.group("value")])
                 current.lines.append(line)

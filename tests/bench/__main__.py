@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
         print(f"  ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
     header = ("area", "measurement", "value", "goal")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    line = "+".join("-" * (w + 2) for w in widths)
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     print(line)
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print(line)
