@@ -93,6 +93,12 @@ class HeldLock:
         self.path = Path(path)
         self._fd: int | None = fd
 
+    def fileno(self) -> int:
+        """The locked descriptor, e.g. to pass to a child that takes the lock over."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: lock already released")
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -122,6 +128,26 @@ def hold(path: Path, wait: float = 2.0) -> HeldLock:
                 os.close(fd)
                 raise AlreadyHeld(f"{path} is held by {who or 'another process'}") from None
             time.sleep(0.01)
+    _describe_holder(fd)
+    return HeldLock(path, fd)
+
+
+def adopt(path: Path, fd: int) -> HeldLock:
+    """Take over a life-long lock on ``path`` that a parent took and passed down as ``fd``.
+
+    flock belongs to the open file description, which parent and child share, so the lock
+    is held without a gap from before the child existed (the launcher uses this so a worker
+    is "alive" from the instant it is launched). Raises ``AlreadyHeld`` if ``fd`` is not
+    that file or does not hold its lock.
+    """
+    try:
+        mine, theirs = os.fstat(fd), os.stat(path)
+        if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+            raise AlreadyHeld(f"{path}: inherited descriptor {fd} is another file")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op if fd already holds it
+    except OSError as exc:
+        raise AlreadyHeld(f"{path}: inherited descriptor {fd} does not hold it ({exc})") from None
+    os.set_inheritable(fd, False)
     _describe_holder(fd)
     return HeldLock(path, fd)
 
