@@ -37,11 +37,13 @@ HEARTBEAT_EVERY = 60.0  # seconds; an SD card does not need more
 
 
 class _WakeOnEvent(FileSystemEventHandler):
-    def __init__(self, wake: Callable[[], None]):
+    def __init__(self, wake: Callable[[], None], wanted: Callable[[Any], bool] | None = None):
         self._wake = wake
+        self._wanted = wanted
 
     def on_any_event(self, event: Any) -> None:
-        self._wake()
+        if self._wanted is None or self._wanted(event):
+            self._wake()
 
 
 class Program:
@@ -102,14 +104,27 @@ class Program:
     def wake(self) -> None:
         self._wake.set()
 
-    def watch(self, path: Path, recursive: bool = False) -> None:
-        """Wake the loop on any filesystem event under ``path`` (created if missing)."""
-        Path(path).mkdir(parents=True, exist_ok=True)
+    def watch(self, path: Path, recursive: bool = False, *,
+              wanted: Callable[[Any], bool] | None = None, create: bool = True) -> Any:
+        """Wake the loop on filesystem events under ``path`` (created if missing, unless
+        ``create`` is false: then a missing ``path`` raises ``FileNotFoundError``).
+
+        ``wanted(event)``, if given, picks the events that wake (e.g. not the program's own
+        reads). Returns a handle for ``unwatch``.
+        """
+        if create:
+            Path(path).mkdir(parents=True, exist_ok=True)
         if self._observer is None:
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()
-        self._observer.schedule(_WakeOnEvent(self.wake), str(path), recursive=recursive)
+        return self._observer.schedule(_WakeOnEvent(self.wake, wanted), str(path),
+                                       recursive=recursive)
+
+    def unwatch(self, handle: Any) -> None:
+        """Stop watching what ``watch`` returned ``handle`` for (also after the watched
+        directory was deleted)."""
+        self._observer.unschedule(handle)
 
     def wait(self, timeout: float) -> None:
         """Sleep until woken, stopped, or ``timeout`` seconds pass."""
