@@ -114,6 +114,13 @@ class Response:
         return _int(self.headers.get("x-ratelimit-remaining"))
 
 
+@dataclass(frozen=True)
+class RateStatus:
+    remaining: int
+    limit: int | None
+    reset: int | None  # epoch seconds
+
+
 @dataclass
 class Listing:
     """A whole list. ``pages`` is the cache to pass to the next ``list_pages`` call;
@@ -200,6 +207,7 @@ class GitHub:
         self.timeout = timeout
         self.cancel = cancel
         self.calls = 0  # gh invocations made, for callers that count their cost
+        self.rate: RateStatus | None = None  # from the X-RateLimit-* headers last seen
 
     @classmethod
     def from_config(cls, cfg, **kwargs: Any) -> "GitHub | None":
@@ -225,6 +233,10 @@ class GitHub:
         stdout, stderr, code = self._run(args, stdin)
         resp = parse_output(stdout)
         self.calls += 1
+        if resp is not None and resp.rate_remaining is not None:
+            self.rate = RateStatus(resp.rate_remaining,
+                                   _int(resp.headers.get("x-ratelimit-limit")),
+                                   _int(resp.headers.get("x-ratelimit-reset")))
         if resp is None:
             if code == 4 or "gh auth login" in stderr:
                 raise AuthError(f"gh is not logged in: {stderr.strip()[:300]}")
@@ -351,6 +363,6 @@ def _checked_path(path: str) -> str:
 
 __all__ = [
     "GitHub", "GitHubError", "NotModified", "RateLimited", "NotFound", "AuthError",
-    "Unavailable", "Rejected", "Response", "Listing", "scrubbed_env", "parse_output",
+    "Unavailable", "Rejected", "Response", "Listing", "RateStatus", "scrubbed_env", "parse_output",
     "PASSED_ENV",
 ]

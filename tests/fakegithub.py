@@ -243,7 +243,8 @@ class FakeGitHub:
         with self._lock:
             return [dict(p) for p in self.pulls.values() if p["state"] == "open"]
 
-    # --- failure injection (each fault is used by one request; ``match`` limits which) ---
+    # --- failure injection: each fault is used by one request; ``match``, a substring of
+    # the path and query ("/pulls", "page=2"), limits which ---
     def fail_next(self, count: int = 1, status: int = 502, match: str | None = None) -> None:
         with self._lock:
             self._faults += [_Fault("status", match, status=status) for _ in range(count)]
@@ -482,7 +483,7 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                            body=body)
             with fake._lock:
                 fake.requests.append(entry)
-            fault = fake._take_fault(parts.path)
+            fault = fake._take_fault(f"{parts.path}?{parts.query}")
             if fault and fault.kind == "slow":
                 time.sleep(fault.seconds)
                 fault = None

@@ -1,0 +1,462 @@
+"""The fetcher: the one tac8 program that polls GitHub (DESIGN.md §3, §5).
+
+``python -m services.fetcher [--config PATH]``. Files it follows:
+
+* reads ``tasks.md``, ``state/archive/*.md``, ``state/outbox/new/``;
+* writes ``state/issues/gh-<n>.md`` (the only writer: frontmatter number, title, url, author,
+  author_association, labels, state, updated_at; body = the issue's text), adds new issues
+  to Pending and removes the Pending tasks of closed or unlabelled issues in ``tasks.md``
+  (``shared.tasks.edit_tasks``), drops ``STOP`` into the tree of an Active one,
+  writes PR markers ``state/prs/<task>.md`` with ``found_by: fetcher``, and its own memory
+  ``state/fetcher.md`` (frontmatter + a JSON body: the ETag'd listing pages, the untrusted
+  issues already counted, the outbox keys already sent).
+
+Each poll (every ``poll_interval``) costs O(1) requests whatever the number of tasks: the
+open issues with the trigger label (pages), and — only while some task is Active — the open
+PRs (pages); every page goes with the ETag it had last time, so an unchanged poll gets only
+304s, which cost no rate limit. Only when an issue that had an open, labelled snapshot drops
+out of the list is that one issue fetched, to learn whether it was closed or unlabelled.
+
+* An issue is eligible when its ``author_association`` is trusted or its author is in
+  ``allowed_authors``; others are counted once each (``issue_ignored``) and leave no trace.
+* A new eligible issue gets its snapshot first, then ``[] gh-N: <sanitised title> {pN}``
+  (priority from a ``priority:P0``…``P3`` label, else the default, written out) unless
+  ``gh-N`` is anywhere in tasks.md or the archive. That is checked again inside the
+  tasks.md transaction, so a task the observer is archiving right then is not re-added.
+* A Pending/Active ``gh-N`` whose snapshot says closed or unlabelled (and that is not in the
+  current list): Pending is removed, Active gets ``STOP`` (the observer does the rest). This
+  is level-triggered, so a crash between steps only delays it.
+* An Active task whose branch is the head of an open PR *of this repository* (a fork's
+  branch of the same name does not count) gets a PR marker unless it has one.
+
+Outbox, exactly once. An item moves ``new/`` → ``cur/`` before it is sent; a sent comment
+ends with ``<!-- tac8:KEY -->``. After a send the key is recorded in ``state/fetcher.md``,
+``comment_sent`` is emitted, and the item deleted. An item found in ``cur/`` may have been
+sent by a process that died (or a call that timed out after GitHub acted), so before it is
+sent it is looked for among the issue's comments; an item whose key is recorded is deleted
+unsent. Items that can never be sent (malformed, issue gone, rejected) go to ``bad/``.
+
+Failures: a rate limit stops all calls until its reset (at most an hour, as a Pi's clock may
+be wrong); 5xx, network errors and auth errors back off exponentially from
+``poll_interval`` with jitter, capped at ``BACKOFF_CAP``, one ``github_api_error`` each. A
+failed poll changes nothing it has not finished, and the memory is saved only after a
+poll's effects, so nothing is lost. With ``[github] repo`` empty it only keeps its heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shared import tasks
+from shared.events import emit
+from shared.fsio import atomic_write, fsync_dir, pending
+from shared.github import (
+    GitHub, GitHubError, NotFound, RateLimited, Rejected, Unavailable,
+)
+from shared.outbox import ISSUE_COMMENT, comment_marker, marker_key
+from shared.program import Program
+from shared.records import Record, RecordError, parse_record, read_record, render_record
+from shared.runs import write_pr_marker
+
+log = logging.getLogger("fetcher")
+
+BACKOFF_CAP = 600.0  # seconds between attempts during an outage, at most
+RATE_WAIT_CAP = 3600.0  # the primary limit resets within an hour; a Pi's clock may be off
+TICK = 1.0  # seconds: how often the loop looks at the outbox and its timers
+SENT_KEYS_KEPT = 2000
+COMMENT_LIMIT = 65000  # GitHub rejects comments over 65536 characters
+_PRIORITY_LABEL = re.compile(r"priority:\s*p([0-3])", re.I)
+
+
+def issue_summary(issue: dict) -> dict:
+    """The snapshot's frontmatter: what tac8 keeps of an issue besides its body."""
+    return {
+        "number": int(issue["number"]),
+        "title": str(issue.get("title") or ""),
+        "url": str(issue.get("html_url") or ""),
+        "author": str((issue.get("user") or {}).get("login") or ""),
+        "author_association": str(issue.get("author_association") or ""),
+        "labels": [str(label["name"] if isinstance(label, dict) else label)
+                   for label in issue.get("labels") or []],
+        "state": str(issue.get("state") or ""),
+        "updated_at": str(issue.get("updated_at") or ""),
+    }
+
+
+def pr_summary(pr: dict) -> dict:
+    head = pr.get("head") or {}
+    return {"number": pr.get("number"), "url": pr.get("html_url") or "",
+            "ref": head.get("ref") or "", "label": head.get("label") or "",
+            "sha": head.get("sha") or ""}
+
+
+def priority_of(labels: list[str]) -> int:
+    found = [int(m.group(1)) for name in labels if (m := _PRIORITY_LABEL.fullmatch(name.strip()))]
+    return min(found, default=tasks.DEFAULT_PRIORITY)
+
+
+def issue_number(task_id: str | None) -> int | None:
+    if task_id and task_id.startswith("gh-") and task_id[3:].isdigit():
+        return int(task_id[3:])
+    return None
+
+
+class Memory:
+    """``state/fetcher.md``: written only by the (single) fetcher, so no lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.issues: list[dict] = []
+        self.pulls: list[dict] = []
+        self.ignored: set[int] = set()
+        self.sent: list[str] = []
+        self._saved: str | None = None
+        try:
+            data = json.loads(read_record(path).body or "{}")
+            self.issues = _pages(data.get("issues"))
+            self.pulls = _pages(data.get("pulls"))
+            self.ignored = {int(n) for n in data.get("ignored") or []}
+            self.sent = [str(k) for k in data.get("sent") or []]
+        except FileNotFoundError:
+            pass
+        except (RecordError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("%s unreadable (%s): starting without ETags", path, exc)
+
+    def remember_sent(self, key: str) -> None:
+        self.sent = [*self.sent, key][-SENT_KEYS_KEPT:]
+
+    def save(self) -> None:
+        """Write the memory if it changed since the last save (an unchanged poll, the
+        common case, writes nothing)."""
+        body = json.dumps({"issues": self.issues, "pulls": self.pulls,
+                           "ignored": sorted(self.ignored), "sent": self.sent},
+                          ensure_ascii=True, indent=0) + "\n"
+        if body == self._saved:
+            return
+        meta = {"program": "fetcher", "pages": len(self.issues) + len(self.pulls),
+                "saved": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")}
+        atomic_write(self.path, render_record(meta, body))
+        self._saved = body
+
+
+def _pages(value: Any) -> list[dict]:
+    """Cached listing pages as saved, without any that a damaged file made unusable."""
+    return [p for p in value or [] if isinstance(p, dict) and isinstance(p.get("url"), str)
+            and isinstance(p.get("items"), list) and all(isinstance(i, dict) for i in p["items"])]
+
+
+class Fetcher:
+    def __init__(self, cfg, gh: GitHub | None, stopping=None):
+        self.cfg = cfg
+        self.gh = gh
+        self.stopping = stopping
+        self.memory = Memory(cfg.state_dir / "fetcher.md")
+        self.allowed = {a.lower() for a in cfg.github.allowed_authors}
+        self.owner = (cfg.github.repo.split("/")[0] if cfg.github.repo else "").lower()
+        self.next_poll = 0.0  # monotonic
+        self.not_before = 0.0  # monotonic: no GitHub call before this (backoff, rate limit)
+        self.failures = 0
+        self.last_rate_bucket: int | None = None
+        self._archive_key: tuple | None = None
+        self._archive_ids: set[str] = set()
+
+    # --- the loop body ---
+    def step(self) -> None:
+        """One turn of the loop: poll when due, then send the outbox; never raises
+        ``GitHubError`` (it turns into a wait)."""
+        if self.gh is None or time.monotonic() < self.not_before:
+            return
+        try:
+            if time.monotonic() >= self.next_poll:
+                self.poll()
+                self.next_poll = time.monotonic() + self.cfg.github.poll_interval
+            self.send_outbox()
+        except RateLimited as exc:
+            wait = min(RATE_WAIT_CAP, max(1.0, exc.reset_at - time.time()))
+            self.not_before = time.monotonic() + wait
+            log.warning("rate limited (%s): waiting %.0fs", exc, wait)
+            emit(self.cfg.events_dir, "rate_limit", remaining=exc.remaining,
+                 reset=_iso(exc.reset_at))
+            self.last_rate_bucket = 0
+        except GitHubError as exc:
+            if self.stopping is not None and self.stopping.is_set():
+                return  # a call cut short by SIGTERM is not an error
+            self.failures += 1
+            ceiling = min(BACKOFF_CAP, max(self.cfg.github.poll_interval, 0.1)
+                          * 2 ** (self.failures - 1))
+            wait = random.uniform(ceiling / 2, ceiling)
+            self.not_before = time.monotonic() + wait
+            log.warning("GitHub call failed (%s): attempt %d, next in %.1fs",
+                        exc, self.failures, wait)
+            emit(self.cfg.events_dir, "github_api_error", error=str(exc)[:300],
+                 status=exc.status)
+        else:
+            self.failures = 0
+            self._note_rate()
+
+    def _note_rate(self) -> None:
+        """A ``rate_limit`` event when the remaining budget moves by a tenth of the limit
+        (not one per poll: events are files, and an SD card wears out)."""
+        rate = self.gh.rate
+        if rate is None or not rate.limit:
+            return
+        bucket = min(10, rate.remaining * 10 // rate.limit)
+        if bucket != self.last_rate_bucket:
+            self.last_rate_bucket = bucket
+            emit(self.cfg.events_dir, "rate_limit", remaining=rate.remaining,
+                 reset=_iso(rate.reset) if rate.reset else None)
+
+    # --- polling ---
+    def poll(self) -> None:
+        cfg = self.cfg
+        listing = self.gh.list_issues(cfg.github.label, cached=self._revalidatable(),
+                                      project=issue_summary)
+        current = {item["number"]: item for item in listing.items}
+        eligible = {n: item for n, item in current.items() if self.trusted(item)}
+        for raw in listing.fresh:
+            if int(raw["number"]) in eligible:
+                self.write_snapshot(issue_summary(raw), raw.get("body") or "")
+        self.refresh_vanished(current, listing.changed)
+        self.retire_tasks(current)
+        self.add_tasks(eligible)
+        self.note_ignored(current, eligible)
+        self.memory.issues = listing.pages
+        self.find_prs()
+        self.memory.save()
+
+    def trusted(self, issue: dict) -> bool:
+        return (issue["author_association"] in self.cfg.github.trusted_associations
+                or issue["author"].lower() in self.allowed)
+
+    def _revalidatable(self) -> list[dict]:
+        """The cached issue pages; a page holding an eligible issue whose snapshot is
+        missing is refetched in full (its ETag dropped) so the snapshot can be written."""
+        pages = []
+        for page in self.memory.issues:
+            if any(self.trusted(i) and not self.cfg.issue_snapshot(i["number"]).exists()
+                   for i in page.get("items", [])):
+                page = {**page, "etag": None}
+            pages.append(page)
+        return pages
+
+    def read_snapshot(self, number: int) -> Record | None:
+        try:
+            return read_record(self.cfg.issue_snapshot(number))
+        except (FileNotFoundError, RecordError):
+            return None
+
+    def write_snapshot(self, summary: dict, body: str) -> None:
+        path = self.cfg.issue_snapshot(summary["number"])
+        text = render_record(summary, body)
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return  # unchanged: spare the SD card
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
+        atomic_write(path, text)
+
+    def _open_and_labelled(self, meta: dict) -> bool:
+        return meta.get("state") == "open" and self.cfg.github.label in (meta.get("labels") or [])
+
+    def refresh_vanished(self, current: dict[int, dict], changed: bool) -> None:
+        """Fetch each issue whose snapshot says open and labelled but that is no longer in
+        the list (one request per such issue, once: its snapshot is then updated)."""
+        board = tasks.read_board(self.cfg.tasks_file)
+        candidates = {n for t in board.tasks() if (n := issue_number(t.id)) is not None}
+        if changed:
+            candidates |= {i["number"] for page in self.memory.issues for i in page["items"]}
+        for number in sorted(candidates - set(current)):
+            snapshot = self.read_snapshot(number)
+            if snapshot is None or not self._open_and_labelled(snapshot.meta):
+                continue
+            try:
+                issue = self.gh.get_issue(number)
+            except NotFound:
+                self.write_snapshot({**snapshot.meta, "state": "deleted"}, snapshot.body)
+                continue
+            self.write_snapshot(issue_summary(issue), issue.get("body") or "")
+
+    def retire_tasks(self, current: dict[int, dict]) -> None:
+        """Remove Pending tasks and stop Active ones whose issue was closed or unlabelled."""
+        board = tasks.read_board(self.cfg.tasks_file)
+        reasons: dict[str, str] = {}
+        for section in (tasks.PENDING, tasks.ACTIVE):
+            for task in board.tasks(section):
+                number = issue_number(task.id)
+                if number is None or number in current:
+                    continue
+                snapshot = self.read_snapshot(number)
+                if snapshot is None or self._open_and_labelled(snapshot.meta):
+                    continue
+                state = snapshot.meta.get("state")
+                reasons[task.id] = "unlabelled" if state == "open" else str(state)
+
+        def remove(board: tasks.Board) -> list[str]:
+            gone = [t for t in board.tasks(tasks.PENDING) if t.id in reasons]
+            for task in gone:
+                board.remove(task)
+            return [t.id for t in gone]
+
+        removed = tasks.edit_tasks(self.cfg, remove) if any(
+            t.id in reasons for t in board.tasks(tasks.PENDING)) else []
+        for task_id in removed:
+            log.info("%s: issue %s, task removed", task_id, reasons[task_id])
+            emit(self.cfg.events_dir, "task_removed", task=task_id,
+                 issue=issue_number(task_id), reason=reasons[task_id], was="pending")
+        for task in board.tasks(tasks.ACTIVE):
+            if task.id not in reasons:
+                continue
+            tree = self.cfg.tree(task.id)
+            stop = tree / "STOP"
+            if tree.is_dir() and not stop.exists():
+                atomic_write(stop, f"issue {reasons[task.id]} (tac8 fetcher)\n")
+                log.info("%s: issue %s, STOP written", task.id, reasons[task.id])
+                emit(self.cfg.events_dir, "task_removed", task=task.id,
+                     issue=issue_number(task.id), reason=reasons[task.id], was="active")
+
+    def archived(self) -> set[str]:
+        """Task ids in the archive, re-read only when an archive file changed."""
+        directory = self.cfg.archive_dir
+        try:
+            key = tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                               for e in os.scandir(directory) if e.name.endswith(".md")))
+        except FileNotFoundError:
+            key = ()
+        if key != self._archive_key:
+            self._archive_ids = tasks.archived_ids(directory)
+            self._archive_key = key
+        return self._archive_ids
+
+    def add_tasks(self, eligible: dict[int, dict]) -> None:
+        board = tasks.read_board(self.cfg.tasks_file)
+        known = board.ids() | self.archived()
+        new = [eligible[n] for n in sorted(eligible) if f"gh-{n}" not in known]
+        if not new:
+            return
+
+        def add(board: tasks.Board) -> list[tasks.Task]:
+            taken = board.ids() | self.archived()
+            return [board.add(issue["title"], task_id=f"gh-{issue['number']}",
+                              priority=priority_of(issue["labels"]))
+                    for issue in new if f"gh-{issue['number']}" not in taken]
+
+        for task in tasks.edit_tasks(self.cfg, add):
+            log.info("%s: added to Pending", task.id)
+            emit(self.cfg.events_dir, "task_added", task=task.id,
+                 issue=issue_number(task.id), title=task.title)
+
+    def note_ignored(self, current: dict[int, dict], eligible: dict[int, dict]) -> None:
+        ignored = {n for n in current if n not in eligible}
+        for number in sorted(ignored - self.memory.ignored):
+            issue = current[number]
+            log.info("issue #%d ignored: author %r (%s) is not trusted", number,
+                     issue["author"], issue["author_association"])
+            emit(self.cfg.events_dir, "issue_ignored", issue=number, author=issue["author"],
+                 association=issue["author_association"])
+        self.memory.ignored = ignored
+
+    def find_prs(self) -> None:
+        """PR markers for Active tasks whose branch heads an open PR of this repository;
+        no request at all while nothing is Active."""
+        active = [t.id for t in tasks.read_board(self.cfg.tasks_file).tasks(tasks.ACTIVE) if t.id]
+        if not active:
+            return
+        listing = self.gh.list_pulls(cached=self.memory.pulls, project=pr_summary)
+        self.memory.pulls = listing.pages
+        heads = {pr["label"].lower(): pr for pr in listing.items}
+        for task_id in active:
+            pr = heads.get(f"{self.owner}:{self.cfg.branch(task_id)}".lower())
+            if pr is None or self.cfg.pr_marker(task_id).exists():
+                continue
+            write_pr_marker(self.cfg, task_id, url=pr["url"], number=pr["number"],
+                            head=pr["ref"], commit=pr["sha"], found_by="fetcher")
+            log.info("%s: PR #%s found, marker written", task_id, pr["number"])
+
+    # --- outbox ---
+    def send_outbox(self) -> None:
+        outbox = self.cfg.outbox_dir
+        cur = outbox / "cur"
+        suspects = {p.name for p in pending_in(cur)}
+        for item in pending_in(cur) + pending(outbox):
+            if self.stopping is not None and self.stopping.is_set():
+                return
+            if item.parent.name == "new":
+                claimed = cur / item.name
+                cur.mkdir(parents=True, exist_ok=True)
+                os.replace(item, claimed)
+                fsync_dir(cur)
+                item = claimed
+            self.send_item(item, maybe_sent=item.name in suspects)
+
+    def send_item(self, item: Path, maybe_sent: bool) -> None:
+        try:
+            record = parse_record(item.read_text(encoding="utf-8"), str(item))
+            meta = record.meta
+            if meta.get("kind") != ISSUE_COMMENT:
+                raise ValueError(f"unknown kind {meta.get('kind')!r}")
+            issue = int(meta["issue"])
+            key = marker_key(meta.get("key") or item.name)
+        except (RecordError, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            return self.set_aside(item, f"malformed: {exc}")
+        if key in self.memory.sent:
+            item.unlink()
+            return
+        marker = comment_marker(key)
+        try:
+            if maybe_sent and any(marker in (c.get("body") or "")
+                                  for c in self.gh.list_comments(issue)):
+                log.info("outbox %s: already on issue #%d", key, issue)
+            else:
+                body = record.body[:COMMENT_LIMIT].rstrip("\n")
+                self.gh.post_comment(issue, f"{body}\n\n{marker}\n")
+                log.info("outbox %s: comment posted on issue #%d", key, issue)
+        except (NotFound, Rejected) as exc:
+            return self.set_aside(item, f"issue #{issue}: {exc}")
+        self.memory.remember_sent(key)
+        self.memory.save()
+        emit(self.cfg.events_dir, "comment_sent", task=meta.get("task"), issue=issue, key=key)
+        item.unlink()
+
+    def set_aside(self, item: Path, why: str) -> None:
+        """Move an item that can never be sent to ``outbox/bad/``."""
+        log.error("outbox item %s set aside in bad/: %s", item.name, why)
+        bad = self.cfg.outbox_dir / "bad"
+        bad.mkdir(parents=True, exist_ok=True)
+        os.replace(item, bad / item.name)
+        fsync_dir(bad)
+
+
+def pending_in(directory: Path) -> list[Path]:
+    """Files in a maildir subdirectory (``cur/``), oldest first."""
+    try:
+        return sorted((directory / n for n in os.listdir(directory) if not n.startswith(".")),
+                      key=lambda p: p.name)
+    except FileNotFoundError:
+        return []
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    with Program.from_argv("fetcher", argv) as prog:
+        gh = GitHub.from_config(prog.cfg, cancel=prog.stopping)
+        if gh is None:
+            prog.log.info("[github] repo is empty: nothing to fetch, keeping the heartbeat")
+        fetcher = Fetcher(prog.cfg, gh, prog.stopping)
+        prog.run(fetcher.step, interval=min(TICK, prog.cfg.github.poll_interval or TICK))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
