@@ -59,9 +59,7 @@ from typing import Any
 from shared import tasks
 from shared.events import emit
 from shared.fsio import atomic_write, fsync_dir, pending
-from shared.github import (
-    GitHub, GitHubError, NotFound, RateLimited, Rejected, Unavailable,
-)
+from shared.github import GitHub, GitHubError, NotFound, RateLimited, Rejected
 from shared.outbox import ISSUE_COMMENT, comment_marker, marker_key
 from shared.program import Program
 from shared.records import Record, RecordError, parse_record, read_record, render_record
@@ -192,7 +190,7 @@ class Fetcher:
                 return  # a call cut short by SIGTERM is not an error
             self.failures += 1
             ceiling = min(BACKOFF_CAP, max(self.cfg.github.poll_interval, 0.1)
-                          * 2 ** (self.failures - 1))
+                          * 2.0 ** min(self.failures - 1, 32))
             wait = random.uniform(ceiling / 2, ceiling)
             self.not_before = time.monotonic() + wait
             log.warning("GitHub call failed (%s): attempt %d, next in %.1fs",
@@ -265,7 +263,10 @@ class Fetcher:
         atomic_write(path, text)
 
     def _open_and_labelled(self, meta: dict) -> bool:
-        return meta.get("state") == "open" and self.cfg.github.label in (meta.get("labels") or [])
+        """What the snapshot says; GitHub matches label names ignoring case."""
+        label = self.cfg.github.label.lower()
+        return meta.get("state") == "open" and any(
+            str(name).lower() == label for name in meta.get("labels") or [])
 
     def refresh_vanished(self, current: dict[int, dict], changed: bool) -> None:
         """Fetch each issue whose snapshot says open and labelled but that is no longer in

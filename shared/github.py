@@ -206,7 +206,6 @@ class GitHub:
         self.gh = gh
         self.timeout = timeout
         self.cancel = cancel
-        self.calls = 0  # gh invocations made, for callers that count their cost
         self.rate: RateStatus | None = None  # from the X-RateLimit-* headers last seen
 
     @classmethod
@@ -232,7 +231,6 @@ class GitHub:
         args += ["--", _checked_path(path)]
         stdout, stderr, code = self._run(args, stdin)
         resp = parse_output(stdout)
-        self.calls += 1
         if resp is not None and resp.rate_remaining is not None:
             self.rate = RateStatus(resp.rate_remaining,
                                    _int(resp.headers.get("x-ratelimit-limit")),
@@ -255,6 +253,7 @@ class GitHub:
         except OSError as exc:
             raise Unavailable(f"{binary}: {exc}") from None
         deadline = time.monotonic() + self.timeout
+        pause = 0.002
         while proc.process.is_alive()[0]:
             if self.cancel is not None and self.cancel.is_set():
                 proc.kill()
@@ -264,7 +263,8 @@ class GitHub:
                 proc.kill()
                 proc.wait()
                 raise Unavailable(f"gh api timed out after {self.timeout:g}s")
-            time.sleep(0.005)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.05)
         proc.wait()  # joins the output threads (a wait with a timeout does not)
         return proc.stdout, proc.stderr.decode("utf-8", "replace"), proc.exit_code
 
@@ -363,6 +363,6 @@ def _checked_path(path: str) -> str:
 
 __all__ = [
     "GitHub", "GitHubError", "NotModified", "RateLimited", "NotFound", "AuthError",
-    "Unavailable", "Rejected", "Response", "Listing", "RateStatus", "scrubbed_env", "parse_output",
-    "PASSED_ENV",
+    "Unavailable", "Rejected", "Response", "Listing", "RateStatus", "scrubbed_env",
+    "parse_output", "PASSED_ENV",
 ]

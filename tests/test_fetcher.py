@@ -291,7 +291,8 @@ def test_server_error_storm_backs_off_then_recovers_losing_nothing(cfg, fake_git
     fetcher = make_fetcher(cfg)
     waits = []
     deadline = time.monotonic() + 20
-    while board(cfg).get("gh-1") is None or pending(cfg.outbox_dir) or not fake_github.issue_comments(1):
+    while (board(cfg).get("gh-1") is None or pending(cfg.outbox_dir)
+           or not fake_github.issue_comments(1)):
         assert time.monotonic() < deadline, "never recovered"
         before = fetcher.not_before
         fetcher.step()
