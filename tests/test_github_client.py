@@ -178,7 +178,7 @@ def test_a_cancelled_call_ends_at_once(fake_github):
 
 
 def test_gh_missing_is_unavailable(tmp_path):
-    client = GitHub("octo/demo", env={"PATH": str(tmp_path)})
+    client = GitHub("octo/demo", gh="gh-not-installed", env={"PATH": str(tmp_path)})
     with pytest.raises(Unavailable, match="not found"):
         client.list_open_prs()
 
