@@ -64,7 +64,7 @@ from typing import Any
 
 from shared import tasks
 from shared.events import emit
-from shared.fsio import atomic_write, fsync_dir, pending
+from shared.fsio import atomic_write, fsync_dir, pending, sweep_tmp
 from shared.github import GitHub, GitHubError, NotFound, RateLimited, Rejected
 from shared.outbox import ISSUE_COMMENT, comment_marker, marker_key
 from shared.program import Program
@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         if gh is None:
             prog.log.info("[github] repo is empty: nothing to fetch, keeping the heartbeat")
         fetcher = Fetcher(prog.cfg, gh, prog.stopping)
+        sweep_tmp(prog.cfg.outbox_dir)  # items a crashed producer never finished staging
         prog.run(fetcher.step, interval=min(TICK, prog.cfg.github.poll_interval or TICK))
     return 0
 
