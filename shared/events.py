@@ -52,6 +52,11 @@ def now_iso() -> str:
 
 def emit(events_dir: Path, type: str, task: str | None = None, **details: Any) -> Path:
     """Publish one event; returns its path in ``new/``."""
+    return publish(events_dir, render_event(type, task, **details))
+
+
+def render_event(type: str, task: str | None = None, **details: Any) -> str:
+    """One event's file content (for a producer that stages it: ``shared.fsio.stage``)."""
     meta: dict[str, Any] = {
         "type": type,
         "at": now_iso(),
@@ -60,4 +65,4 @@ def emit(events_dir: Path, type: str, task: str | None = None, **details: Any) -
     if task:
         meta["task"] = task
     meta.update({k: v for k, v in details.items() if v is not None})
-    return publish(events_dir, render_record(meta))
+    return render_record(meta)

@@ -55,11 +55,21 @@ def unique_name() -> str:
 
 def publish(maildir: Path, data: str | bytes) -> Path:
     """Hand ``data`` to a consumer of ``maildir``; returns the path in ``new/``."""
-    maildir = Path(maildir)
-    name = unique_name()
-    staged = maildir / "tmp" / name
+    return deliver(stage(maildir, data))
+
+
+def stage(maildir: Path, data: str | bytes) -> Path:
+    """The first half of ``publish``: ``data`` durably in ``tmp/``, not yet visible to the
+    consumer. A producer that must hand a file over exactly once records the staged name
+    (with its other state), then calls ``deliver``: a staged file that is gone was delivered."""
+    staged = Path(maildir) / "tmp" / unique_name()
     atomic_write(staged, data)
-    final = maildir / "new" / name
+    return staged
+
+
+def deliver(staged: Path) -> Path:
+    """The second half of ``publish``: move a staged file into ``new/``; its path there."""
+    final = staged.parent.parent / "new" / staged.name
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, final)
     fsync_dir(final.parent)
