@@ -1,0 +1,592 @@
+"""The observer: STOP files, PR markers and ended runs become tasks.md status, issue comments
+and cleanup (DESIGN.md §2–§4, issue 5). It owns every transition out of Active.
+
+``python -m services.observer [--config PATH]``
+
+Reads ``tasks.md`` (Active lines), run records ``state/runs/<task>.md`` and liveness locks
+``state/runs/<task>.lock``, PR markers ``state/prs/<task>.md``, and ``trees/<task>/STOP`` and
+``BLOCKED.md``. Writes tasks.md (under its lock), the ``applied`` list of run records (and,
+for a worker found dead, its outcome), comments into ``state/outbox``, events into
+``state/events``, and ``state/archive/<YYYY-MM-DD>.md`` (the day rollover). It never calls
+GitHub.
+
+* ``STOP`` in the tree of an Active or running task → SIGTERM to the worker (only while its
+  liveness lock says it is alive; sent through a pidfd, so a reused PID is never hit); the
+  worker commits its work in progress and ends with outcome ``stopped``. Touching STOP again
+  signals again. A STOP with no live worker is recorded (``stop_requested``), not an error.
+* A run that ended (or whose PR marker appeared) gets exactly one terminal transition:
+  ``completed`` (PR marker or outcome pr), ``blocked``, ``stopped`` (also a failed or dead run
+  whose tree holds STOP: the person asked for it), ``retry`` (back to Pending with
+  ``- Retry: attempt k/N not before …``) or ``failed`` (no attempts left). A worker whose
+  liveness lock is free while its record has no outcome died: the observer writes
+  ``outcome: failed`` ("worker died") and emits ``run_finished`` itself.
+
+Exactly once, through the run record's ``applied`` list (edited under the record's lock):
+
+1. *decide*: the transition is added to ``applied``;
+2. *move*: while the task's line is in Active and names this run's worker, it is moved to
+   its new section. This step has no side effects, so it is also how a move that a person's
+   editor reverted is re-applied, on every rescan;
+3. *announce* (once the run has ended, so the comment can give its cost): the event is
+   staged in ``state/events/tmp``, the comment queued, then ``announced`` and the staged
+   event's name (``event:<name>``) are added together, then the event is delivered into
+   ``state/events/new`` and its name dropped. Comment and event carry the key
+   ``<task>/<worker_id>/<transition>``;
+4. *clean* (completed only): once the worker has exited, the worktree goes through the
+   guarded removal (``shared.worktree.remove_worktree``: it keeps unpushed or dirty work),
+   then ``cleaned`` is added.
+
+A crash after 1 redoes 2 (idempotent). A crash inside 3 before the record is written queues
+the comment's key again (the fetcher sends a key once) and leaves an undelivered staged event
+that is never delivered; after it, the recorded name is delivered if still staged — so each
+event reaches the metrics program exactly once. ``run_finished`` for a dead worker is staged
+and recorded with the outcome the same way. An Active line whose worker has no run record and
+is not alive goes back to Pending. A run record whose task is not Active (a person moved or
+deleted it) is left alone.
+
+Day rollover: Completed Today entries from earlier days (their ``- Completed:`` date) move to
+``state/archive/<date>.md`` (tasks.md format): written there first (skipped if already
+present), then removed from tasks.md, so a crash in between duplicates nothing.
+
+Wake-ups: watchdog on tasks.md, ``state/runs`` and ``state/prs``, and — non-recursively, so
+an agent's builds cost no inotify watches — on the trees folder and on the tree of every
+Active or running task (for STOP). Reads (ours included) never wake it. Events are hints:
+every wake-up, and a slow timer, runs the same full rescan, which only re-reads files whose
+stat changed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from shared import runs
+from shared.config import Config
+from shared.events import emit, now_iso, render_event
+from shared.fsio import deliver, stage
+from shared.outbox import queue_comment
+from shared.program import Program
+from shared.records import Record, RecordError, read_record
+from shared.retry import next_retry, parse_stamp, retry_value, stamp
+from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board, Line,
+                          edit_tasks, make_marker, read_board, transact)
+from shared.worktree import remove_worktree
+
+RESCAN_EVERY = 5.0  # seconds between rescans when no event arrives
+STOP_FILE, BLOCKED_FILE = "STOP", "BLOCKED.md"
+COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in a comment
+
+# Terminal transitions of a run, and the steps after one ("applied" entries).
+DONE, HELD, HALTED, RETRY, GAVE_UP = "completed", "blocked", "stopped", "retry", "failed"
+TERMINAL = (DONE, HELD, HALTED, RETRY, GAVE_UP)
+ANNOUNCED, CLEANED = "announced", "cleaned"
+STAGED = "event:"  # + the name of an event staged in state/events/tmp, not yet delivered
+
+
+# --- what a transition does ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Move:
+    """Move ``task`` out of Active, if its line there names ``worker`` (or no worker)."""
+
+    task: str
+    worker: str | None
+    section: str
+    marker: str
+    details: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A terminal transition of one run, worked out from the files alone (so it comes out
+    the same when it is re-applied or announced after a crash)."""
+
+    transition: str
+    move: Move
+    event: tuple[str, dict[str, Any]]
+    comment: str | None
+
+
+def same_worker(line_worker: str | None, record_worker: str | None) -> bool:
+    return line_worker is None or record_worker is None or line_worker == record_worker
+
+
+def apply_moves(moves: list[Move], board: Board) -> list[str]:
+    """Pure change for ``edit_tasks``: carry out the moves whose line is still Active."""
+    moved = []
+    for move in moves:
+        found = board.find(move.task)
+        if found is None or found[0] != ACTIVE or not same_worker(found[1].worker, move.worker):
+            continue
+        board.move(found[1], move.section, marker=move.marker, details=move.details)
+        moved.append(move.task)
+    return moved
+
+
+def _short(sha: Any) -> str | None:
+    return str(sha)[:7] if sha else None
+
+
+def _local(iso: Any) -> datetime | None:
+    """An ISO 8601 time from a record, as an aware local datetime."""
+    try:
+        return datetime.fromisoformat(str(iso)).astimezone()
+    except (TypeError, ValueError):
+        return None
+
+
+def _issue(task: str) -> int | None:
+    return int(task[3:]) if task.startswith("gh-") and task[3:].isdigit() else None
+
+
+def _quote(text: str) -> str:
+    text = text.strip()
+    if len(text) > COMMENT_LIMIT:
+        text = text[:COMMENT_LIMIT].rstrip() + " …"
+    return "\n".join(f"> {line}" for line in text.splitlines()) or "> (empty)"
+
+
+# --- watch filters (reads never wake: our own probes would loop) --------------------------
+
+def _not_a_read(event: Any) -> bool:
+    return event.event_type not in ("opened", "closed_no_write")
+
+
+def _names(event: Any) -> set[str]:
+    return {os.path.basename(p) for p in (event.src_path, getattr(event, "dest_path", "")) if p}
+
+
+def _about(name: str) -> Callable[[Any], bool]:
+    return lambda event: _not_a_read(event) and name in _names(event)
+
+
+# --- run records, re-read only when they change --------------------------------------------
+
+class RunRecords:
+    """The run records by task. A rescan stats every record but parses only changed ones."""
+
+    def __init__(self, runs_dir: Path):
+        self.runs_dir = runs_dir
+        self._cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+    def scan(self) -> dict[str, dict[str, Any]]:
+        fresh: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        try:
+            entries = list(os.scandir(self.runs_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if not entry.name.endswith(".md") or entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat()
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._cache.get(entry.name)
+                if cached is None or cached[0] != key:
+                    cached = (key, read_record(Path(entry.path)).meta)
+            except (FileNotFoundError, RecordError):
+                continue
+            fresh[entry.name] = cached
+        self._cache = fresh
+        return {name[:-3]: meta for name, (_, meta) in fresh.items()}
+
+
+# --- the observer ------------------------------------------------------------------------
+
+class TaskObserver:
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.cfg: Config = prog.cfg
+        self.log = prog.log
+        self.records = RunRecords(self.cfg.runs_dir)
+        self.tree_watches: dict[Path, tuple[int, Any]] = {}  # dir -> (inode, handle)
+        self.stops: dict[str, tuple[tuple, bool]] = {}  # task -> (STOP request, signalled)
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.prog.watch(cfg.tasks_file.parent, wanted=_about(cfg.tasks_file.name))
+        self.prog.watch(cfg.runs_dir, wanted=_not_a_read)
+        self.prog.watch(cfg.prs_dir, wanted=_not_a_read)
+
+    # One rescan. Cheap when nothing changed: one parse of tasks.md, a stat per run record
+    # and per watched tree, a flock probe per Active task.
+    def cycle(self) -> None:
+        board = read_board(self.cfg.tasks_file)
+        active = {t.id: t for t in board.tasks(ACTIVE) if t.id}
+        records = self.records.scan()
+        running = {task for task, meta in records.items() if not meta.get("outcome")}
+        watched = sorted(set(active) | running)
+        self.sync_watches(watched)
+        for task in set(self.stops) - set(watched):
+            del self.stops[task]
+        for task in watched:
+            self.check_stop(task, records.get(task))
+
+        moves = []
+        for task, line in active.items():
+            meta = records.get(task)
+            if meta is None or not same_worker(line.worker, meta.get("worker_id")):
+                if not runs.worker_alive(self.cfg, task):
+                    self.log.info("%s: Active with no run record and no live worker: "
+                                  "back to Pending", task)
+                    moves.append(Move(task, line.worker, PENDING, "", ()))
+                continue
+            transition = self.terminal(meta) or self.decide(task, meta)
+            if transition:
+                moves.append(self.plan(task, self.current(task), transition).move)
+        if moves:
+            moved = edit_tasks(self.cfg, partial(apply_moves, moves))
+            if moved:
+                self.log.info("moved out of Active: %s", ", ".join(moved))
+
+        for task, meta in self.records.scan().items():
+            self.follow_up(task, meta)
+        self.rollover(board)
+
+    def current(self, task: str) -> dict[str, Any]:
+        record = runs.read_run(self.cfg, task)
+        return record.meta if record else {}
+
+    # --- tree watches and STOP ---
+    def sync_watches(self, tasks: list[str]) -> None:
+        """Watch the trees folder and the tree of each of ``tasks`` (non-recursively)."""
+        wanted: dict[Path, Callable[[Any], bool]] = {self.cfg.trees_dir: _not_a_read}
+        wanted.update({self.cfg.tree(task): _about(STOP_FILE) for task in tasks})
+        for path, (inode, handle) in list(self.tree_watches.items()):
+            try:
+                same = path in wanted and os.stat(path).st_ino == inode
+            except OSError:
+                same = False
+            if not same:  # gone, replaced (a watch on a deleted directory is dead) or unwanted
+                self.prog.unwatch(handle)
+                del self.tree_watches[path]
+        for path, wanted_events in wanted.items():
+            if path in self.tree_watches:
+                continue
+            try:
+                inode = os.stat(path).st_ino
+                handle = self.prog.watch(path, wanted=wanted_events, create=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            self.tree_watches[path] = (inode, handle)
+
+    def check_stop(self, task: str, meta: dict[str, Any] | None) -> None:
+        try:
+            st = os.stat(self.cfg.tree(task) / STOP_FILE)
+        except (FileNotFoundError, NotADirectoryError):
+            self.stops.pop(task, None)
+            return
+        worker_id = (meta or {}).get("worker_id")
+        request = (worker_id, st.st_ino, st.st_mtime_ns)  # touching STOP again is a new one
+        seen = self.stops.get(task)
+        alive = runs.worker_alive(self.cfg, task)
+        new = seen is None or seen[0] != request
+        if not new and (seen[1] or not alive):
+            return
+        signalled = alive and self.signal_worker(task, (meta or {}).get("pid"))
+        self.stops[task] = (request, signalled)
+        if new or signalled:
+            self.log.info("%s: STOP: %s", task, "worker signalled" if signalled
+                          else "worker alive, no pid yet" if alive else "no live worker")
+            emit(self.cfg.events_dir, "stop_requested", task, worker_id=worker_id,
+                 alive=alive, signalled=signalled)
+
+    def signal_worker(self, task: str, pid: Any) -> bool:
+        """SIGTERM to the task's worker; True if sent."""
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already
+            return False
+        try:
+            # The pidfd pins the process; if the liveness lock is still held after it was
+            # opened, ``pid`` is the live worker and not a reused number.
+            if not runs.worker_alive(self.cfg, task):
+                return False
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(pidfd)
+
+    # --- deciding ---
+    @staticmethod
+    def terminal(meta: dict[str, Any]) -> str | None:
+        applied = meta.get("applied") or []
+        return next((t for t in applied if t in TERMINAL), None)
+
+    def pr_marker(self, task: str, meta: dict[str, Any]) -> tuple[dict[str, Any], float] | None:
+        """The task's PR marker and its mtime, if it belongs to this run (not older than
+        the run's start: a marker left from an earlier completion must not finish a new run)."""
+        path = self.cfg.pr_marker(task)
+        try:
+            marker, mtime = read_record(path).meta, path.stat().st_mtime
+        except (FileNotFoundError, RecordError):
+            return None
+        started = _local(meta.get("started"))
+        if started is not None and mtime < started.timestamp():
+            return None
+        return marker, mtime
+
+    def decide(self, task: str, meta: dict[str, Any]) -> str | None:
+        """The terminal transition this run has reached, now recorded in ``applied``; None
+        while it is still going."""
+        if self.pr_marker(task, meta) is not None:
+            verdict = DONE
+        else:
+            outcome = meta.get("outcome")
+            if outcome is None:
+                if runs.worker_alive(self.cfg, task):
+                    return None
+                outcome = self.record_death(task, meta.get("worker_id"))
+                if outcome is None:
+                    return None
+            verdict = {runs.PR: DONE, runs.BLOCKED: HELD, runs.STOPPED: HALTED}.get(outcome)
+            if verdict is None:  # failed (or an outcome this observer does not know)
+                if (self.cfg.tree(task) / STOP_FILE).exists():
+                    verdict = HALTED  # a person asked for a stop: no retry
+                elif int(meta.get("attempt") or 1) < self.cfg.launcher.max_attempts:
+                    verdict = RETRY
+                else:
+                    verdict = GAVE_UP
+
+        def record(rec: Record) -> str | None:
+            if rec.meta.get("worker_id") != meta.get("worker_id"):
+                return None  # a new attempt replaced the record meanwhile
+            decided = self.terminal(rec.meta)
+            if decided is None:
+                rec.meta["applied"] = [*(rec.meta.get("applied") or []), verdict]
+                decided = verdict
+            return decided
+
+        decided = runs.update_run(self.cfg, task, record)
+        if decided:
+            self.log.info("%s: %s (worker %s)", task, decided, meta.get("worker_id"))
+        return decided
+
+    def record_death(self, task: str, worker_id: Any) -> str | None:
+        """Write ``outcome: failed`` for a worker that died without one; the outcome now on
+        record (None if the record is another run's)."""
+        cfg = self.cfg
+
+        def change(rec: Record) -> str | None:
+            if rec.meta.get("worker_id") != worker_id:
+                return None
+            if rec.meta.get("outcome"):
+                return rec.meta["outcome"]
+            if runs.worker_alive(cfg, task):
+                return None
+            started = _local(rec.meta.get("started"))
+            seconds = (datetime.now().astimezone() - started).total_seconds() if started else None
+            staged = stage(cfg.events_dir, render_event(
+                "run_finished", task, outcome=runs.FAILED, error="worker died",
+                seconds=round(seconds, 1) if seconds else None, worker_id=worker_id,
+                key=f"{task}/{worker_id}/run_finished"))
+            rec.meta.update(outcome=runs.FAILED, error="worker died", finished=now_iso())
+            rec.meta["applied"] = [*(rec.meta.get("applied") or []), STAGED + staged.name]
+            return runs.FAILED
+
+        outcome = runs.update_run(cfg, task, change)
+        if outcome == runs.FAILED:
+            self.log.warning("%s: worker %s died without an outcome", task, worker_id)
+            self.deliver_events(task, worker_id)
+        return outcome
+
+    # --- what a decided transition means ---
+    def plan(self, task: str, meta: dict[str, Any], transition: str) -> Plan:
+        cfg = self.cfg
+        worker = meta.get("worker_id")
+        attempt = int(meta.get("attempt") or 1)
+        ended = _local(meta.get("finished")) or datetime.now().astimezone()
+        commit = meta.get("commit")
+        if transition == DONE:
+            found = self.pr_marker(task, meta)
+            marker, when = found if found else ({}, ended.timestamp())
+            sha = marker.get("commit") or commit
+            url = marker.get("url") or ""
+            where = ("PR", url) if url else ("Pushed", marker.get("head") or cfg.branch(task))
+            cost = meta.get("cost_usd")
+            facts = [f"worker {worker}", f"commit {_short(sha)}"] + (
+                [f"cost ${float(cost):.2f}"] if isinstance(cost, (int, float)) else [])
+            return Plan(DONE, Move(task, worker, COMPLETED, make_marker(COMPLETED, worker, sha),
+                                   (("Completed", stamp(datetime.fromtimestamp(when))), where)),
+                        ("task_completed", {"pr": url or None, "commit": sha}),
+                        f"PR ready for review: {url or where[1] + ' (pushed)'}\n\n"
+                        + " · ".join(facts))
+        if transition == HELD:
+            question = self.question(task) or str(meta.get("error") or "")
+            first = next((ln.lstrip("#").strip() for ln in question.splitlines() if ln.strip()),
+                         "") or f"see {BLOCKED_FILE} in the tree"
+            return Plan(HELD, Move(task, worker, BLOCKED, make_marker(BLOCKED, worker),
+                                   (("Blocked", first),)),
+                        ("task_blocked", {"question": first}),
+                        f"The agent is blocked and asks:\n\n{_quote(question or first)}\n\n"
+                        "Answer here, then move the task back to Pending in tasks.md "
+                        "(the next attempt reuses the worktree).")
+        if transition == HALTED:
+            wip = f" · WIP commit {_short(commit)}" if commit else ""
+            return Plan(HALTED, Move(task, worker, STOPPED, make_marker(STOPPED, worker),
+                                     (("Stopped", stamp(ended) + wip),)),
+                        ("task_stopped", {"commit": commit}),
+                        f"Stopped on request (worker {worker})."
+                        + (f" Work in progress is committed as {_short(commit)} on branch "
+                           f"{cfg.branch(task)}." if commit else "")
+                        + " Move the task back to Pending in tasks.md to resume.")
+        error = str(meta.get("error") or "exited without a PR")
+        if transition == RETRY:
+            retry = next_retry(cfg, attempt, ended)
+            return Plan(RETRY, Move(task, worker, PENDING, "", (("Retry", retry_value(retry)),)),
+                        ("task_retry", {"attempt": retry.attempt,
+                                        "not_before": retry.not_before.isoformat(timespec="seconds"),
+                                        "error": error}),
+                        None)
+        return Plan(GAVE_UP, Move(task, worker, FAILED, make_marker(FAILED, worker),
+                                  (("Failed", f"{stamp(ended)} · attempt {attempt}/"
+                                               f"{cfg.launcher.max_attempts}"),
+                                   ("Error", error))),
+                    ("task_failed", {"error": error, "attempt": attempt}),
+                    f"Failed on attempt {attempt}/{cfg.launcher.max_attempts} "
+                    f"(worker {worker}):\n\n{_quote(error)}\n\n"
+                    "The worktree is kept for debugging.")
+
+    def question(self, task: str) -> str:
+        try:
+            return (self.cfg.tree(task) / BLOCKED_FILE).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # --- after the decision ---
+    def follow_up(self, task: str, meta: dict[str, Any]) -> None:
+        applied = meta.get("applied") or []
+        worker = meta.get("worker_id")
+        if any(entry.startswith(STAGED) for entry in applied):
+            self.deliver_events(task, worker)  # a crash came between recording and delivery
+        transition = self.terminal(meta)
+        if transition is None:
+            return
+        if not meta.get("outcome"):
+            # Completed on its PR marker while the worker still runs: the announcement
+            # waits for the run's end (it reports the cost), and so does a death check.
+            if runs.worker_alive(self.cfg, task) or not self.record_death(task, worker):
+                return
+            meta = self.current(task)
+        if ANNOUNCED not in applied:
+            self.announce(task, meta, self.plan(task, meta, transition))
+        if transition == DONE and CLEANED not in applied and not runs.worker_alive(self.cfg, task):
+            kept = self.remove_tree(task)
+            if kept == "its worker is alive":
+                return  # it is exiting right now: next rescan
+            if kept:
+                self.log.warning("%s: worktree kept: %s", task, kept)
+            self.add_applied(task, worker, CLEANED)
+
+    def announce(self, task: str, meta: dict[str, Any], plan: Plan) -> None:
+        """Queue the comment (at least once: the fetcher sends a key once) and hand the
+        event over exactly once: staged, its name recorded with ``announced``, delivered."""
+        worker = meta.get("worker_id")
+        key = f"{task}/{worker}/{plan.transition}"
+        kind, details = plan.event
+        staged = stage(self.cfg.events_dir,
+                       render_event(kind, task, worker_id=worker, key=key, **details))
+        issue = _issue(task)
+        if plan.comment and issue is not None and self.cfg.github.repo:
+            queue_comment(self.cfg, issue, task, key, plan.comment)
+        if plan.transition == HALTED:
+            # The request is carried out; left in the tree, it would stop the next attempt.
+            (self.cfg.tree(task) / STOP_FILE).unlink(missing_ok=True)
+        if self.add_applied(task, worker, ANNOUNCED, STAGED + staged.name):
+            self.deliver_events(task, worker)
+        else:
+            staged.unlink(missing_ok=True)
+
+    def add_applied(self, task: str, worker: Any, entry: str, *more: str) -> bool:
+        """Add ``entry`` (and ``more``) to the run's ``applied`` unless ``entry`` is there
+        already or the record is another run's; whether it was added."""
+        def change(rec: Record) -> bool:
+            applied = rec.meta.get("applied") or []
+            if rec.meta.get("worker_id") != worker or entry in applied:
+                return False
+            rec.meta["applied"] = [*applied, entry, *more]
+            return True
+        return runs.update_run(self.cfg, task, change)
+
+    def deliver_events(self, task: str, worker: Any) -> None:
+        """Deliver the events staged for this run, then forget their names. A staged file
+        that is gone was delivered before a crash: it is not sent again."""
+        record = runs.read_run(self.cfg, task)
+        applied = (record.meta.get("applied") or []) if record else []
+        names = [e[len(STAGED):] for e in applied if e.startswith(STAGED)]
+        for name in names:
+            staged = self.cfg.events_dir / "tmp" / name
+            if staged.exists():
+                deliver(staged)
+
+        def forget(rec: Record) -> None:
+            if rec.meta.get("worker_id") == worker:
+                rec.meta["applied"] = [e for e in rec.meta.get("applied") or []
+                                       if not (e.startswith(STAGED) and e[len(STAGED):] in names)]
+        runs.update_run(self.cfg, task, forget)
+
+    def remove_tree(self, task: str) -> str | None:
+        """The guarded removal: why the tree was kept, or None once it is gone."""
+        try:
+            return remove_worktree(self.cfg, task)
+        except Exception as exc:  # a git failure keeps the tree; the launcher's cleanup retries
+            return f"removal failed: {exc}"
+
+    # --- day rollover ---
+    def rollover(self, board: Board) -> None:
+        today = date.today()
+        due: dict[date, list] = {}
+        for task in board.tasks(COMPLETED):
+            when = parse_stamp(task.detail("Completed") or "")
+            if task.id and when is not None and when.date() < today:
+                due.setdefault(when.date(), []).append(task)
+        if not due:
+            return
+        for day, tasks in sorted(due.items()):
+            transact(self.cfg.archive_dir / f"{day.isoformat()}.md",
+                     partial(archive_into, day, tasks),
+                     lock_path=self.cfg.locks_dir / "archive.lock")
+        done = {(t.id, t.detail("Completed")) for tasks in due.values() for t in tasks}
+        edit_tasks(self.cfg, partial(drop_archived, done))
+        self.log.info("archived %d completion(s) from earlier days", len(done))
+
+
+def archive_into(day: date, tasks: list, board: Board) -> None:
+    """Pure change for an archive file: add the completions it does not hold yet."""
+    if not board.items:
+        board.items = [Line(f"# Tasks completed on {day.isoformat()}", "\n"), Line("", "\n")]
+    present = {(t.id, t.detail("Completed")) for t in board.tasks()}
+    for task in tasks:
+        if (task.id, task.detail("Completed")) in present:
+            continue
+        copy = board.add(task.title, task_id=task.id, priority=task.priority,
+                         section=COMPLETED, details=task.details)
+        copy.marker = task.marker
+
+
+def drop_archived(done: set, board: Board) -> None:
+    """Pure change for tasks.md: remove the Completed Today entries now in the archive."""
+    for task in board.tasks(COMPLETED):
+        if (task.id, task.detail("Completed")) in done:
+            board.remove(task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    with Program.from_argv("observer", argv) as prog:
+        observer = TaskObserver(prog)
+        observer.start()
+        prog.run(observer.cycle, interval=RESCAN_EVERY)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Helpers for the observer's tests and benchmark: run ``python -m services.observer`` as a
+real process, and launch real workers (``python -m services.worker``) the way the launcher
+does (liveness lock taken first and handed over, fresh run record, line moved to Active).
+No tests here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from shared import runs
+from shared.config import CHECKOUT, Config
+from shared.events import now_iso
+from shared.fsio import pending
+from shared.locks import hold, is_held
+from shared.records import read_record
+from shared.retry import stamp
+from shared.tasks import ACTIVE, PENDING, edit_tasks, make_marker, read_board
+from shared.worktree import ensure_worktree
+from tests.agents import wait_for
+
+
+class ObserverProcess:
+    """``python -m services.observer`` for one sandbox; its stderr goes to ``log``."""
+
+    def __init__(self, cfg: Config, log: Path):
+        self.cfg = cfg
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ObserverProcess":
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.observer", "--config", str(self.cfg.file)],
+                cwd=CHECKOUT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        wait_for(lambda: is_held(self.cfg.program_lock("observer")) or self.proc.poll() is not None,
+                 timeout=10, what="the observer to start")
+        assert self.proc.poll() is None, self.log.read_text()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM; its exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class LaunchedWorker:
+    def __init__(self, task: str, worker_id: str, proc: subprocess.Popen):
+        self.task, self.worker_id, self.proc = task, worker_id, proc
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def agent(self, ignoring: bool = False) -> psutil.Process | None:
+        """The agent, once its signal handling is in place: SIGINT caught (Python is up)
+        or, with ``ignoring``, SIGINT and SIGTERM ignored (a stubborn agent)."""
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        wanted = ({signal.SIGINT, signal.SIGTERM}, "SigIgn") if ignoring \
+            else ({signal.SIGINT}, "SigCgt")
+        for kid in kids:
+            try:
+                if "fake_agent.py" in " ".join(kid.cmdline()) and \
+                        wanted[0] <= _signals(kid.pid, wanted[1]):
+                    return kid
+            except (psutil.NoSuchProcess, FileNotFoundError):
+                continue
+        return None
+
+
+def _signals(pid: int, field: str) -> set[int]:
+    """The signals in ``field`` (SigCgt, SigIgn…) of /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            mask = int(line.split(":", 1)[1], 16)
+            return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    return set()
+
+
+def add_task(cfg: Config, title: str) -> str:
+    """A new Pending task typed by a person; its id."""
+    def change(board):
+        board.add(title)
+        board.assign_ids()
+        return board.tasks(PENDING)[-1].id
+    return edit_tasks(cfg, change)
+
+
+def launch(cfg: Config, task: str, *, attempt: int = 1, log: Path | None = None) -> LaunchedWorker:
+    """Start a real worker for ``task`` as the launcher does, and move its line to Active."""
+    lock = hold(cfg.liveness_lock(task))
+    try:
+        tree = ensure_worktree(cfg, task, lock)
+        worker_id = runs.new_worker_id()
+        title = read_board(cfg.tasks_file).get(task).title
+        runs.prompt_file(cfg, task).unlink(missing_ok=True)
+        runs.start_run(cfg, task, {
+            "task": task, "worker_id": worker_id, "attempt": attempt, "started": now_iso(),
+            "branch": cfg.branch(task), "worktree": str(tree), "title": title,
+        })
+        with open(log or os.devnull, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.worker", task, "--config", str(cfg.file),
+                 "--lock-fd", str(lock.fileno())],
+                cwd=CHECKOUT, pass_fds=[lock.fileno()], start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        runs.update_run(cfg, task, lambda rec: rec.meta.update(pid=proc.pid))
+    finally:
+        lock.release()  # the worker holds it now (same open file description)
+
+    def to_active(board):
+        found = board.find(task)
+        assert found is not None, f"{task} is not in tasks.md"
+        board.move(found[1], ACTIVE, marker=make_marker(ACTIVE, worker_id), details=[
+            ("Started", f"{stamp()} · attempt {attempt}/{cfg.launcher.max_attempts} · "
+                        f"trees/{task} · {cfg.branch(task)}")])
+    edit_tasks(cfg, to_active)
+    return LaunchedWorker(task, worker_id, proc)
+
+
+def section_of(cfg: Config, task: str) -> str | None:
+    found = read_board(cfg.tasks_file).find(task)
+    return found[0] if found else None
+
+
+def line_of(cfg: Config, task: str):
+    found = read_board(cfg.tasks_file).find(task)
+    return found[1] if found else None
+
+
+def outbox(cfg: Config) -> list[tuple[dict[str, Any], str]]:
+    """Queued comments: (frontmatter, body), oldest first."""
+    items = []
+    for path in pending(cfg.outbox_dir):
+        record = read_record(path)
+        items.append((record.meta, record.body))
+    return items
+
+
+def events(cfg: Config, kind: str | None = None) -> list[dict[str, Any]]:
+    found = [read_record(p).meta for p in pending(cfg.events_dir)]
+    return [e for e in found if kind is None or e["type"] == kind]
+
+
+def applied(cfg: Config, task: str) -> list[str]:
+    record = runs.read_run(cfg, task)
+    return list((record.meta.get("applied") or []) if record else [])

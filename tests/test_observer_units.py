@@ -1,0 +1,85 @@
+"""Pieces of the observer that need no process: the retry schedule (shared/retry.py), the
+pure tasks.md changes, the archive writer and the watch filters."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from watchdog.events import (FileAttribEvent, FileClosedNoWriteEvent, FileCreatedEvent,
+                             FileMovedEvent, FileOpenedEvent)
+
+from services.observer import (Move, _about, _not_a_read, apply_moves, archive_into,
+                               drop_archived)
+from shared.retry import backoff_seconds, next_retry, parse_retry, retry_value, stamp
+from shared.tasks import ACTIVE, COMPLETED, PENDING, STOPPED, parse
+
+
+def test_backoff_doubles_per_attempt_up_to_the_cap(sandbox):
+    cfg = sandbox.write_config(launcher={"retry_backoff": 60, "retry_backoff_max": 300})
+    assert [backoff_seconds(cfg, k) for k in range(1, 6)] == [60, 120, 240, 300, 300]
+    assert backoff_seconds(cfg, 10**9) == 300
+
+
+def test_retry_line_round_trips(sandbox):
+    cfg = sandbox.write_config(launcher={"max_attempts": 4, "retry_backoff": 30})
+    ended = datetime(2026, 11, 24, 10, 0, 0).astimezone()
+    retry = next_retry(cfg, 2, ended)
+    value = retry_value(retry)
+    assert value == f"attempt 3/4 not before {stamp(ended + timedelta(seconds=60))}"
+    assert parse_retry(value) == retry
+    assert parse_retry("attempt 3/4 not before soon") is None
+    assert parse_retry("try again later") is None
+
+
+BOARD = """# Tasks
+
+## Active
+[🟡 w-aaaaaa] t-1: First
+- Started: 2026-11-24 10:15:02 · attempt 1/3 · trees/t-1 · auto/t-1
+[🟡 w-bbbbbb] t-2: Second
+
+## Pending
+[] t-3: Third
+
+## Stopped
+"""
+
+
+def test_moves_apply_only_to_active_lines_naming_the_run_s_worker():
+    board = parse(BOARD)
+    moves = [Move("t-1", "w-aaaaaa", STOPPED, "⏹ w-aaaaaa", (("Stopped", "now"),)),
+             Move("t-2", "w-cccccc", STOPPED, "⏹ w-cccccc", ()),  # another run's line
+             Move("t-3", None, PENDING, "", ())]  # not Active: a person moved it
+    assert apply_moves(moves, board) == ["t-1"]
+    text = board.render()
+    assert "## Stopped\n[⏹ w-aaaaaa] t-1: First\n- Stopped: now\n" in text
+    assert board.find("t-2")[0] == ACTIVE and board.find("t-3")[0] == PENDING
+    assert apply_moves(moves, parse(text)) == []  # applying again changes nothing
+
+
+def test_archive_gets_each_completion_once_and_tasks_md_drops_only_archived_ones():
+    queue = parse("# Tasks\n\n## Completed Today\n"
+                  "[✅ cbffe52, w-ee4608] gh-471: Docstring {p1}\n- Completed: 2026-11-23 17:38:45\n"
+                  "- PR: https://github.com/o/r/pull/473\n"
+                  "[✅ 1234567, w-111111] t-2: Today\n- Completed: 2026-11-24 09:00:00\n")
+    old = [t for t in queue.tasks(COMPLETED) if t.id == "gh-471"]
+    archive = parse("")
+    archive_into(date(2026, 11, 23), old, archive)
+    archive_into(date(2026, 11, 23), old, archive)  # a retry after a crash
+    text = archive.render()
+    assert text == ("# Tasks completed on 2026-11-23\n\n## Completed Today\n"
+                    "[✅ cbffe52, w-ee4608] gh-471: Docstring {p1}\n"
+                    "- Completed: 2026-11-23 17:38:45\n- PR: https://github.com/o/r/pull/473\n")
+    drop_archived({("gh-471", "2026-11-23 17:38:45")}, queue)
+    assert [t.id for t in queue.tasks(COMPLETED)] == ["t-2"]
+
+
+def test_own_reads_never_wake_and_tree_watches_want_only_stop():
+    assert not _not_a_read(FileOpenedEvent("/s/runs/t-1.lock"))
+    assert not _not_a_read(FileClosedNoWriteEvent("/s/runs/t-1.md"))
+    assert _not_a_read(FileAttribEvent("/s/runs/t-1.lock"))
+    stop = _about("STOP")
+    assert stop(FileAttribEvent("/r/trees/t-1/STOP"))  # `touch` on an existing STOP
+    assert stop(FileMovedEvent("/r/trees/t-1/.STOP.tmp.1.ab", "/r/trees/t-1/STOP"))  # atomic
+    assert not stop(FileCreatedEvent("/r/trees/t-1/main.py"))
+    assert not stop(FileOpenedEvent("/r/trees/t-1/STOP"))
