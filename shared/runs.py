@@ -19,10 +19,25 @@ Edits go through ``update_run`` under ``state/locks/run-<task>.lock``; liveness 
 ``state/prs/<task>.md`` — PR marker: ``url, number, head, commit, found_by`` (worker or
 fetcher). Its presence means the task's work is on a pull request (or, with no GitHub repo
 configured, pushed: then ``url`` is empty and ``head`` names the pushed branch).
+
+Launch files (the launcher writes them before it starts the worker):
+
+* ``start_run`` replaces the run record with a fresh one for a new attempt. The launcher also
+  records ``title`` there (the worker names the PR after it). A launch that failed before
+  any worker started leaves ``task, attempt, finished, launch_error`` and no outcome (the
+  task stays in Pending with a ``- Retry:`` time; no ``run_finished`` is emitted).
+* ``state/runs/<task>.prompt`` (``prompt_file``): the rendered prompt the worker feeds to
+  the agent's stdin. Not a ``.md`` file, so nothing mistakes it for a run record.
+* ``logs/<task>.worker.log`` (``worker_log``): the worker runner's own stdout and stderr,
+  appended to across attempts (the agent's output is ``cfg.agent_log``).
+* The launcher takes the liveness lock itself and hands it to the worker (``--lock-fd``,
+  ``shared.locks.adopt``), so the task counts as alive from before the worker exists.
 """
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from typing import Any, Callable
 
 from shared.config import Config
@@ -44,6 +59,27 @@ def read_run(cfg: Config, task: str) -> Record | None:
 def update_run(cfg: Config, task: str, change: Callable[[Record], Any]) -> Any:
     """Read-modify-write the run record under its lock; returns what ``change`` returns."""
     return update_record(cfg.run_record(task), cfg.run_record_lock(task), change)
+
+
+def new_worker_id() -> str:
+    """``w-`` and 6 hex digits: names one run of one task in tasks.md and the records."""
+    return f"w-{secrets.token_hex(3)}"
+
+
+def start_run(cfg: Config, task: str, meta: dict[str, Any]) -> None:
+    """Replace the run record with a fresh one (a new attempt), under its lock."""
+    def fresh(record: Record) -> None:
+        record.meta = dict(meta)
+        record.body = ""
+    update_run(cfg, task, fresh)
+
+
+def prompt_file(cfg: Config, task: str) -> Path:
+    return cfg.runs_dir / f"{task}.prompt"
+
+
+def worker_log(cfg: Config, task: str) -> Path:
+    return cfg.paths.logs / f"{task}.worker.log"
 
 
 def worker_alive(cfg: Config, task: str) -> bool:

@@ -1,0 +1,414 @@
+"""The launcher: Pending tasks become worktrees and workers, within limits (DESIGN.md §3, §4).
+
+``python -m services.launcher [--config PATH]``
+
+Files it reads: ``tasks.md`` (Pending, in launch order, honouring ``- Retry: … not before``),
+``state/PAUSE``, ``state/runs/*.lock`` (a worker is alive while its lock is held: the count
+against ``max_workers`` comes from these, so workers started before a restart are adopted),
+``metrics.json`` (health), ``conf/worker_template.md``.
+
+Files it writes, per launch and in this order: the worktree (``shared.worktree``), the prompt
+(``state/runs/<task>.prompt``), a fresh run record, the Pending → Active move with marker
+``🟡 w-…`` and ``- Started: <time> · attempt K/N · <tree> · <branch>``; then it starts
+``python -m services.worker <task>`` in a new session (stopping or killing the launcher
+never stops a worker), adds the worker's pid to the record and emits ``worker_launched``.
+The task's liveness lock is taken *before* all that and handed to the worker
+(``--lock-fd``), so the task is never Active without a live holder unless the launcher died
+mid-launch, which the observer then sees as a dead worker; and it cannot be launched twice.
+
+A launch that fails (git, template, agent missing) leaves the task in Pending with
+``- Retry: attempt K/N not before …`` (same attempt, growing backoff) and ``- Error:``, a
+``launch_failed`` event (and ``worktree_error`` for git) and the error in the run record;
+the same failure ``PAUSE_AFTER`` times in a row pauses launching with that reason.
+
+Wake-ups: tasks.md, metrics.json, ``state/PAUSE`` and a worker's lock being closed (its
+exit), plus a thread per started worker that wakes the loop when it exits (it reaps through
+its ``Popen`` object; there is no SIGCHLD handler), plus a slow rescan. SIGUSR1 toggles
+``state/PAUSE``. Health ``degraded`` (or worse) in ``metrics.json`` removes stale trees
+through the guarded removal; entering ``critical`` pauses launching ("auto: health critical").
+While workers run it creates the trees of the next tasks in advance, so a freed slot is
+refilled without waiting for ``git worktree add``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent
+
+from shared import runs, worktree
+from shared.config import CHECKOUT
+from shared.events import emit, now_iso
+from shared.fsio import atomic_write
+from shared.locks import AlreadyHeld, HeldLock, hold, is_held
+from shared.pause import pause, read_pause, resume
+from shared.program import Program
+from shared.prompt import TemplateError, load_template, prompt_values, render
+from shared.retry import Retry, backoff_seconds, parse_retry, retry_value, stamp
+from shared.tasks import ACTIVE, BLOCKED, PENDING, STOPPED, Board, Task, edit_tasks, \
+    make_marker, read_board
+
+RESCAN = 5.0  # seconds between rescans when nothing wakes the launcher
+PAUSE_AFTER = 3  # the same launch failure this many times in a row pauses launching
+CLEAN_EVERY = 600.0  # seconds between stale-tree cleanups while health is degraded
+FETCH_EVERY = 60.0  # seconds between fetches of the base branch before new branches
+HEALTH_BAD = ("degraded", "critical")
+# A file replaced (atomic writes, most editors), created, deleted, or closed after writing (an
+# editor that writes in place). Not opened or read: the launcher reads these files itself.
+CHANGES = [FileMovedEvent, FileCreatedEvent, FileDeletedEvent, FileClosedEvent]
+
+
+class LaunchError(RuntimeError):
+    """A task cannot be launched now (the message says why)."""
+
+
+def read_health(metrics_file: Path) -> str | None:
+    """``health`` from metrics.json; None when the file is missing or unreadable."""
+    try:
+        health = json.loads(metrics_file.read_text()).get("health")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return health if isinstance(health, str) else None
+
+
+def _same_board(board: Board) -> Board:
+    """No change of our own: ``edit_tasks`` gives every id-less task its id on the way."""
+    return board
+
+
+def _claim(task_id: str, worker_id: str, started: str, board: Board) -> bool:
+    """Pending → Active (a pure change of the board; False if it is not Pending now)."""
+    found = board.find(task_id)
+    if found is None or found[0] != PENDING:
+        return False
+    task = found[1]
+    task.drop_detail("Retry")
+    task.drop_detail("Error")
+    task.set_detail("Started", started)
+    board.move(task, ACTIVE, marker=make_marker(ACTIVE, worker_id))
+    return True
+
+
+def _hold_back(task_id: str, retry: str, error: str, board: Board) -> None:
+    """Put the task (back) in Pending with a retry time and the launch error."""
+    found = board.find(task_id)
+    if found is None:
+        return
+    section, task = found
+    task.drop_detail("Started")
+    task.set_detail("Retry", retry)
+    task.set_detail("Error", f"launch failed: {error}")
+    if section != PENDING:
+        board.move(task, PENDING, marker="")
+
+
+class Launcher:
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.cfg = prog.cfg
+        self.log = prog.log
+        self.children: dict[str, subprocess.Popen] = {}
+        self.launch_failures: dict[str, int] = {}  # task → consecutive failed launches
+        self.last_failure: tuple[str, int] = ("", 0)  # (error shape, times in a row)
+        self.unpreparable: set[str] = set()
+        self.toggle_requested = False
+        self.health: str | None = None
+        self.health_mtime: float | None = None
+        self.last_clean = -CLEAN_EVERY
+        self.last_fetch = -FETCH_EVERY
+        self.memory_low = False
+
+    # --- wiring ---
+    def start(self) -> None:
+        cfg, prog = self.cfg, self.prog
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        names = {cfg.tasks_file.name, cfg.paths.metrics.name}
+        for folder in {cfg.tasks_file.parent, cfg.paths.metrics.parent}:
+            prog.watch(folder, wanted=functools.partial(_names_event, names),
+                       event_filter=CHANGES)
+        prog.watch(cfg.state_dir, wanted=functools.partial(_names_event, {cfg.pause_file.name}),
+                   event_filter=CHANGES)
+        prog.watch(cfg.runs_dir, wanted=_lock_closed, event_filter=[FileClosedEvent])
+        alive = self.alive_tasks()
+        if alive:
+            self.log.info("adopted %d live worker(s): %s", len(alive), ", ".join(sorted(alive)))
+
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        self.toggle_requested = True
+        self.prog.wake()
+
+    # --- one pass ---
+    def cycle(self) -> None:
+        self.reap()
+        if self.toggle_requested:
+            self.toggle_requested = False
+            self.toggle_pause()
+        self.check_health()
+        if read_pause(self.cfg) is not None:
+            return
+        board = read_board(self.cfg.tasks_file)
+        if any(t.id is None for t in board.tasks(PENDING)):
+            board = edit_tasks(self.cfg, _same_board)  # a typed line gets its t-N id
+        alive = self.alive_tasks()
+        slots = self.cfg.launcher.max_workers - len(alive)
+        due = [t for t in board.launch_order() if t.id and t.id not in alive and self.is_due(t)]
+        while slots > 0 and due and not self.prog.stopping.is_set() and self.memory_ok():
+            if self.launch(due.pop(0)):
+                slots -= 1
+        if due and not self.prog.stopping.is_set():
+            self.prepare(due[: self.cfg.launcher.max_workers])
+
+    def reap(self) -> None:
+        for task, proc in list(self.children.items()):
+            if proc.poll() is not None:
+                del self.children[task]
+                if proc.returncode:
+                    self.log.warning("worker for %s exited with status %s (see %s)", task,
+                                     proc.returncode, runs.worker_log(self.cfg, task))
+
+    def alive_tasks(self) -> set[str]:
+        """Tasks whose worker is alive: a held liveness lock, or a child not yet reaped."""
+        alive = {task for task, proc in self.children.items() if proc.returncode is None}
+        try:
+            entries = list(os.scandir(self.cfg.runs_dir))
+        except FileNotFoundError:
+            return alive
+        for entry in entries:
+            if entry.name.endswith(".lock") and is_held(Path(entry.path)):
+                alive.add(entry.name.removesuffix(".lock"))
+        return alive
+
+    def is_due(self, task: Task) -> bool:
+        retry = self.retry_of(task)
+        return retry is None or retry.not_before <= datetime.now().astimezone()
+
+    def retry_of(self, task: Task) -> Retry | None:
+        value = task.detail("Retry")
+        retry = parse_retry(value) if value else None
+        if value and retry is None:
+            self.log.warning("%s: cannot read '- Retry: %s'; launching it as attempt 1",
+                             task.id, value)
+        return retry
+
+    def memory_ok(self) -> bool:
+        free_mb = psutil.virtual_memory().available / (1024 * 1024)
+        low = free_mb < self.cfg.launcher.min_free_memory_mb
+        if low != self.memory_low:
+            if low:
+                self.log.warning("not launching: %.0f MB free, below min_free_memory_mb %d",
+                                 free_mb, self.cfg.launcher.min_free_memory_mb)
+            else:
+                self.log.info("memory is back (%.0f MB free): launching again", free_mb)
+            self.memory_low = low
+        return not low
+
+    # --- a launch ---
+    def launch(self, task: Task) -> bool:
+        """Start a worker for ``task``; False if it was not started (alive, failed, gone)."""
+        cfg, task_id = self.cfg, task.id
+        try:
+            lock = hold(cfg.liveness_lock(task_id), wait=0.1)
+        except AlreadyHeld:
+            return False
+        retry = self.retry_of(task)
+        attempt, max_attempts = (retry.attempt, retry.max_attempts) if retry \
+            else (1, cfg.launcher.max_attempts)
+        began = time.monotonic()
+        with lock:
+            try:
+                tree, tree_ms = self.tree_for(task_id, lock)
+                prompt = self.render_prompt(task, attempt)
+            except (worktree.GitError, worktree.WorktreeError) as exc:
+                self.launch_failed(task_id, attempt, max_attempts, str(exc), worktree_error=True)
+                return False
+            except (TemplateError, LaunchError, OSError) as exc:
+                self.launch_failed(task_id, attempt, max_attempts, str(exc))
+                return False
+            worker_id = runs.new_worker_id()
+            atomic_write(runs.prompt_file(cfg, task_id), prompt)
+            runs.start_run(cfg, task_id, {
+                "task": task_id, "worker_id": worker_id, "attempt": attempt, "pid": None,
+                "started": now_iso(), "branch": cfg.branch(task_id), "worktree": str(tree),
+                "title": task.title,
+            })
+            started = (f"{stamp()} · attempt {attempt}/{max_attempts} · "
+                       f"{os.path.relpath(tree, cfg.repo.path)} · {cfg.branch(task_id)}")
+            if not edit_tasks(cfg, functools.partial(_claim, task_id, worker_id, started)):
+                return False  # a person moved or removed it meanwhile
+            try:
+                proc = self.spawn(task_id, lock)
+            except OSError as exc:
+                self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {exc}")
+                return False
+        runs.update_run(cfg, task_id, lambda record: record.meta.update(pid=proc.pid))
+        emit(cfg.events_dir, "worker_launched", task_id, worker_id=worker_id, attempt=attempt,
+             pid=proc.pid)
+        self.children[task_id] = proc
+        threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
+        self.launch_failures.pop(task_id, None)
+        self.last_failure = ("", 0)
+        self.unpreparable.discard(task_id)
+        self.log.info("launched %s as %s (attempt %d/%d, pid %d) in %.1f ms, worktree %.1f ms",
+                      task_id, worker_id, attempt, max_attempts, proc.pid,
+                      (time.monotonic() - began) * 1000, tree_ms)
+        return True
+
+    def tree_for(self, task_id: str, lock: HeldLock) -> tuple[Path, float]:
+        """The task's tree (ensured) and the milliseconds it took."""
+        began = time.monotonic()
+        tree = self.cfg.tree(task_id)
+        if worktree.checked_out_branch(tree) != self.cfg.branch(task_id):
+            self.refresh_base()
+            tree = worktree.ensure_worktree(self.cfg, task_id, lock)
+        return tree, (time.monotonic() - began) * 1000
+
+    def refresh_base(self) -> None:
+        """Fetch the base branch at most every ``FETCH_EVERY`` s (new branches start there)."""
+        if time.monotonic() - self.last_fetch < FETCH_EVERY:
+            return
+        self.last_fetch = time.monotonic()
+        try:
+            worktree.fetch_base(self.cfg)
+        except worktree.GitError as exc:  # offline: branch from what we have
+            self.log.warning("could not fetch the base branch: %s", exc)
+
+    def render_prompt(self, task: Task, attempt: int) -> str:
+        template = load_template(self.cfg.worker.template)
+        if shutil.which(template.command[0]) is None:
+            raise LaunchError(f"agent command not found: {template.command[0]}")
+        return render(template, prompt_values(self.cfg, task.id, task.title, attempt))
+
+    def spawn(self, task_id: str, lock: HeldLock) -> subprocess.Popen:
+        """Start the worker in a new session, handing it the liveness lock."""
+        log_path = runs.worker_log(self.cfg, task_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = lock.fileno()
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "services.worker", task_id, "--config",
+                 str(self.cfg.file), "--lock-fd", str(fd)],
+                cwd=CHECKOUT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, pass_fds=(fd,),
+            )
+
+    def _await_exit(self, proc: subprocess.Popen) -> None:
+        proc.wait()
+        self.prog.wake()
+
+    def launch_failed(self, task_id: str, attempt: int, max_attempts: int, error: str,
+                      worktree_error: bool = False) -> None:
+        cfg = self.cfg
+        failures = self.launch_failures[task_id] = self.launch_failures.get(task_id, 0) + 1
+        not_before = datetime.now().astimezone() + timedelta(seconds=backoff_seconds(cfg, failures))
+        retry = retry_value(Retry(attempt, max_attempts, not_before))
+        self.log.error("launching %s failed (%d in a row): %s", task_id, failures, error)
+        edit_tasks(cfg, functools.partial(_hold_back, task_id, retry, error))
+        runs.start_run(cfg, task_id, {"task": task_id, "attempt": attempt,
+                                      "finished": now_iso(), "launch_error": error})
+        emit(cfg.events_dir, "launch_failed", task_id, error=error, attempt=attempt)
+        if worktree_error:
+            emit(cfg.events_dir, "worktree_error", task_id, error=error)
+        shape = error.replace(task_id, "<task>")
+        count = self.last_failure[1] + 1 if self.last_failure[0] == shape else 1
+        self.last_failure = (shape, count)
+        if count >= PAUSE_AFTER and read_pause(cfg) is None:
+            self.pause_launching(f"auto: launching failed {count} times in a row: {error}")
+
+    # --- trees made in advance ---
+    def prepare(self, upcoming: list[Task]) -> None:
+        """Create the tree of the next upcoming task that has none (one per pass, so a freed
+        slot waits for at most one ``git worktree add``)."""
+        todo = [t.id for t in upcoming if t.id not in self.unpreparable
+                and worktree.checked_out_branch(self.cfg.tree(t.id)) != self.cfg.branch(t.id)]
+        if not todo:
+            return
+        task_id = todo[0]
+        try:
+            lock = hold(self.cfg.liveness_lock(task_id), wait=0)
+        except AlreadyHeld:
+            return
+        with lock:
+            try:
+                self.tree_for(task_id, lock)
+            except (worktree.GitError, worktree.WorktreeError, OSError) as exc:
+                self.unpreparable.add(task_id)  # its launch will report the error
+                self.log.debug("could not prepare %s: %s", task_id, exc)
+        if len(todo) > 1:
+            self.prog.wake()
+
+    # --- pause and health ---
+    def pause_launching(self, reason: str) -> None:
+        pause(self.cfg, "launcher", reason)
+        emit(self.cfg.events_dir, "paused", reason=reason)
+        self.log.warning("paused: %s", reason)
+
+    def toggle_pause(self) -> None:
+        if read_pause(self.cfg) is None:
+            self.pause_launching("paused by SIGUSR1")
+        else:
+            resume(self.cfg)
+            emit(self.cfg.events_dir, "resumed", reason="resumed by SIGUSR1")
+            self.log.info("resumed by SIGUSR1")
+
+    def check_health(self) -> None:
+        metrics_file = self.cfg.paths.metrics
+        try:
+            mtime: float | None = metrics_file.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime != self.health_mtime:
+            self.health_mtime = mtime
+            previous, self.health = self.health, read_health(metrics_file)
+            if self.health == "critical" and previous != "critical" \
+                    and read_pause(self.cfg) is None:
+                self.pause_launching("auto: health critical")
+        if self.health in HEALTH_BAD and time.monotonic() - self.last_clean >= CLEAN_EVERY:
+            self.last_clean = time.monotonic()
+            self.clean_stale_trees()
+
+    def clean_stale_trees(self) -> None:
+        """Remove the trees of tasks that are done (or gone), through the guarded removal."""
+        board = read_board(self.cfg.tasks_file)
+        keep = {t.id for s in (ACTIVE, PENDING, BLOCKED, STOPPED) for t in board.tasks(s) if t.id}
+        keep |= self.alive_tasks()
+        removed, kept = worktree.clean_stale(self.cfg, keep)
+        if removed or kept:
+            emit(self.cfg.events_dir, "worktrees_cleaned", removed=removed,
+                 kept=[f"{task}: {why}" for task, why in kept.items()])
+            self.log.info("health %s: removed stale trees %s; kept %s", self.health,
+                          removed or "none", kept or "none")
+
+
+def _names_event(names: set[str], event: Any) -> bool:
+    paths = (event.src_path, getattr(event, "dest_path", "") or "")
+    return any(os.path.basename(p) in names for p in paths)
+
+
+def _lock_closed(event: Any) -> bool:
+    """A lock file closed after writing: its holder (a worker) released it, e.g. by exiting.
+    (``is_held`` probes open a lock read-only, so they do not count.)"""
+    return event.src_path.endswith(".lock")
+
+
+def main(argv: list[str] | None = None) -> int:
+    with Program.from_argv("launcher", argv) as prog:
+        launcher = Launcher(prog)
+        launcher.start()
+        prog.run(launcher.cycle, interval=RESCAN)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

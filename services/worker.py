@@ -1,0 +1,491 @@
+"""The worker: one agent run on one task, in the task's worktree (DESIGN.md §2, §4).
+
+``python -m services.worker TASK [--config PATH] [--lock-fd N]`` — started by the launcher in
+a new session (so stopping the launcher never stops it); works without the launcher too.
+
+Files: holds ``state/runs/<task>.lock`` for its whole life (taken over from the launcher
+through ``--lock-fd``, else taken here); reads the run record and ``state/runs/<task>.prompt``
+(the rendered prompt) and the agent command from ``conf/worker_template.md``; writes the
+agent's output to ``logs/<task>.jsonl`` (capped: the start and the tail are kept); ends by
+writing outcome, exit_code, finished, error, commit, cost_usd, tokens and turns into the run
+record (body: the log's tail), the PR marker when there is a PR, then the ``run_finished``
+event (and ``pr_created`` when it opened the PR).
+
+Stopping: SIGTERM (the observer sends it when ``trees/<task>/STOP`` appears; the worker also
+notices the file itself), ``max_runtime`` or ``stall_timeout`` (no output) stops the agent in
+steps — SIGINT to its process group, after ``stop_grace`` SIGTERM, after another SIGKILL (a
+STOP file whose text says ``now`` shortens the grace to 1 s). The worker is a child
+subreaper, so descendants that ``setsid`` away still become its children: when the agent has
+ended it kills and reaps every remaining descendant.
+
+Outcome, from the tree rather than the exit code: ``BLOCKED.md`` → blocked; a stop asked for
+by a person → WIP commit → stopped; a stream-json agent with no final ``result`` line, or
+``is_error: true``, or a limit hit → failed; new commits (leftovers committed first) → push,
+open the PR unless one is open for the branch, PR marker → pr; otherwise failed ("exited
+without changes"), even with exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from shared import runs, worktree
+from shared.config import Config, ConfigError, add_config_argument, load_config
+from shared.events import emit, now_iso
+from shared.fsio import atomic_write
+from shared.locks import AlreadyHeld, adopt, hold
+from shared.prompt import Template, TemplateError, load_template, prompt_values, render
+
+LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
+LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
+RECORD_TAIL = 4000  # characters of the log's tail in the run record's body
+LINE_LIMIT = 4 * 1024 * 1024  # longer stream-json lines are not parsed
+STOP_POLL = 1.0  # seconds between looks at the STOP file
+DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
+NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def sweep_descendants() -> int:
+    """Kill and reap every descendant; returns how many were killed. Only call it when no
+    ``subprocess`` child of this process is still running (it reaps any child)."""
+    me = psutil.Process()
+    killed = 0
+    for _ in range(200):
+        kids = me.children(recursive=True)
+        for kid in kids:
+            try:
+                kid.kill()
+            except psutil.NoSuchProcess:
+                pass
+        while True:  # orphans of killed children are reparented to us: reap them too
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        if not kids:
+            break
+        killed += sum(1 for k in kids if k.pid != os.getpid())
+        time.sleep(0.01)
+    return killed
+
+
+class CappedLog:
+    """The agent's output file: the first ``LOG_CAP`` bytes, then only the last
+    ``LOG_TAIL`` bytes, appended after a note on what was dropped when it is closed."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = open(path, "wb")
+        self._written = 0
+        self._tail = bytearray()
+        self._dropped = 0
+
+    def write(self, data: bytes) -> None:
+        room = LOG_CAP - self._written
+        if room > 0:
+            self._file.write(data[:room])
+            self._written += min(room, len(data))
+            data = data[room:]
+        if data:
+            self._tail += data
+            if len(self._tail) > LOG_TAIL:
+                cut = len(self._tail) - LOG_TAIL
+                self._dropped += cut
+                del self._tail[:cut]
+
+    def close(self) -> None:
+        if self._tail:
+            if self._dropped:
+                newline = self._tail.find(b"\n")
+                if newline >= 0:  # start the kept tail at a line boundary
+                    self._dropped += newline + 1
+                    del self._tail[:newline + 1]
+                note = {"type": "tac8_log_truncated", "dropped_bytes": self._dropped}
+                self._file.write(b"\n" + json.dumps(note).encode() + b"\n")
+            self._file.write(bytes(self._tail))
+        self._file.close()
+
+    def tail_text(self, chars: int = RECORD_TAIL) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - chars * 2))
+            text = f.read().decode("utf-8", errors="replace")
+        text = text[-chars:]
+        return text.split("\n", 1)[1] if len(text) == chars and "\n" in text else text
+
+
+class StreamJson:
+    """Finds the final ``{"type": "result"}`` message in Claude-Code-style output."""
+
+    def __init__(self) -> None:
+        self.result: dict[str, Any] | None = None
+        self._line = bytearray()
+        self._skipping = False  # inside a line too long to parse
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            newline = data.find(b"\n")
+            piece, data = (data, b"") if newline < 0 else (data[:newline], data[newline + 1:])
+            if not self._skipping:
+                self._line += piece
+                if len(self._line) > LINE_LIMIT:
+                    self._line.clear()
+                    self._skipping = True
+            if newline >= 0:
+                if not self._skipping:
+                    self._parse(bytes(self._line))
+                self._line.clear()
+                self._skipping = False
+
+    def _parse(self, line: bytes) -> None:
+        if not line.lstrip().startswith(b"{"):
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(message, dict) and message.get("type") == "result":
+            self.result = message
+
+
+@dataclass
+class AgentRun:
+    exit_code: int | None = None
+    result: dict[str, Any] | None = None
+    stop_reason: str | None = None  # why tac8 stopped the agent (a person or a limit)
+    stopped_by_user: bool = False
+    error: str | None = None  # the agent could not run at all
+    log_tail: str = ""
+
+
+@dataclass
+class Outcome:
+    outcome: str
+    error: str | None = None
+    commit: str | None = None
+    pr: dict[str, Any] = field(default_factory=dict)  # url, number, created
+
+
+class Worker:
+    def __init__(self, cfg: Config, task: str):
+        self.cfg = cfg
+        self.task = task
+        self.tree = cfg.tree(task)
+        self.stop_signalled = False
+        self._wake_r, self._wake_w = os.pipe()
+        for fd in (self._wake_r, self._wake_w):
+            os.set_blocking(fd, False)
+
+    # --- signals ---
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signalled = True
+
+    def stop_file(self) -> Path:
+        return self.tree / "STOP"
+
+    def stop_requested(self) -> bool:
+        return self.stop_signalled or self.stop_file().exists()
+
+    def stop_grace(self, template: Template) -> float:
+        try:
+            text = self.stop_file().read_text(errors="replace")
+        except OSError:
+            text = ""
+        return NOW_GRACE if re.search(r"\bnow\b", text, re.I) else template.limit(self.cfg, "stop_grace")
+
+    # --- the run ---
+    def run(self) -> int:
+        started = time.monotonic()
+        meta = self._ensure_record()
+        outcome, agent = Outcome(runs.FAILED), AgentRun()
+        try:
+            template = load_template(self.cfg.worker.template)
+            if worktree.checked_out_branch(self.tree) != self.cfg.branch(self.task):
+                raise worktree.WorktreeError(
+                    f"{self.tree} is not a worktree on {self.cfg.branch(self.task)}")
+            worktree.ensure_ignored(self.cfg)
+            start_head = worktree.head(self.tree)
+            prompt = self._prompt(template, meta)
+            try:
+                agent = self.run_agent(template, prompt)
+            finally:
+                sweep_descendants()  # before looking at the tree: no orphan still writes in it
+            outcome = self.decide(template, agent, start_head, meta)
+        except (TemplateError, worktree.WorktreeError, worktree.GitError, OSError) as exc:
+            outcome = Outcome(runs.FAILED, error=str(exc))
+        except Exception as exc:  # the run must still end with an outcome on record
+            outcome = Outcome(runs.FAILED, error=f"worker error: {type(exc).__name__}: {exc}")
+        self.finish(meta, agent, outcome, time.monotonic() - started)
+        return 0
+
+    def _ensure_record(self) -> dict[str, Any]:
+        """The run record's fields; a worker started by hand writes a fresh record."""
+        record = runs.read_run(self.cfg, self.task)
+        if record is not None and record.meta.get("worker_id") and not record.meta.get("outcome"):
+            return record.meta
+        meta = {
+            "task": self.task, "worker_id": runs.new_worker_id(), "attempt": 1,
+            "pid": os.getpid(), "started": now_iso(), "branch": self.cfg.branch(self.task),
+            "worktree": str(self.tree),
+        }
+        runs.start_run(self.cfg, self.task, meta)
+        return meta
+
+    def _prompt(self, template: Template, meta: dict[str, Any]) -> Path:
+        path = runs.prompt_file(self.cfg, self.task)
+        if not path.exists():
+            values = prompt_values(self.cfg, self.task, meta.get("title") or self.task,
+                                   int(meta.get("attempt") or 1))
+            atomic_write(path, render(template, values))
+        return path
+
+    def run_agent(self, template: Template, prompt: Path) -> AgentRun:
+        run = AgentRun()
+        if self.stop_requested():
+            run.stop_reason, run.stopped_by_user = "stopped before the agent started", True
+            return run
+        log = CappedLog(self.cfg.agent_log(self.task))
+        stream = StreamJson()
+        try:
+            with open(prompt, "rb") as stdin:
+                proc = subprocess.Popen(
+                    template.command, cwd=self.tree, stdin=stdin, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, env={**os.environ, **template.env},
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            log.close()
+            run.error = f"agent could not start: {template.command[0]}: {exc.strerror or exc}"
+            return run
+        try:
+            self._supervise(proc, template, log, stream, run)
+        finally:
+            if proc.returncode is None:
+                self._signal_group(proc, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+            log.close()
+        run.exit_code = proc.returncode
+        run.result = stream.result
+        run.log_tail = log.tail_text()
+        return run
+
+    def _signal_group(self, proc: subprocess.Popen, signum: int) -> None:
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _supervise(self, proc: subprocess.Popen, template: Template, log: CappedLog,
+                   stream: StreamJson, run: AgentRun) -> None:
+        max_runtime = template.limit(self.cfg, "max_runtime")
+        stall = template.limit(self.cfg, "stall_timeout")
+        out = proc.stdout.fileno()
+        os.set_blocking(out, False)
+        pidfd = os.pidfd_open(proc.pid)
+        sel = selectors.DefaultSelector()
+        sel.register(out, selectors.EVENT_READ, "out")
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+        sel.register(self._wake_r, selectors.EVENT_READ, "signal")
+        begun = last_output = time.monotonic()
+        escalation: list[tuple[float, int]] = []  # (when, signal) still to send
+        drain_until: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if run.stop_reason is None and drain_until is None:
+                    if self.stop_requested():
+                        run.stop_reason, run.stopped_by_user = "stopped by user", True
+                    elif now - begun >= max_runtime:
+                        run.stop_reason = f"max_runtime of {max_runtime:g} s exceeded"
+                    elif now - last_output >= stall:
+                        run.stop_reason = f"stalled: no output for {stall:g} s"
+                    if run.stop_reason:
+                        grace = self.stop_grace(template)
+                        self._signal_group(proc, signal.SIGINT)
+                        escalation = [(now + grace, signal.SIGTERM),
+                                      (now + 2 * grace, signal.SIGKILL)]
+                while escalation and escalation[0][0] <= now and drain_until is None:
+                    self._signal_group(proc, escalation.pop(0)[1])
+                if drain_until is not None and (now >= drain_until or out not in sel.get_map()):
+                    return
+                deadlines = [now + STOP_POLL]
+                if drain_until is not None:
+                    deadlines.append(drain_until)
+                elif run.stop_reason is None:
+                    deadlines += [begun + max_runtime, last_output + stall]
+                elif escalation:
+                    deadlines.append(escalation[0][0])
+                timeout = max(0.0, min(deadlines) - now)
+                for key, _ in sel.select(timeout):
+                    if key.data == "out":
+                        chunk = os.read(out, 65536)
+                        if not chunk:
+                            sel.unregister(out)
+                            continue
+                        log.write(chunk)
+                        stream.feed(chunk)
+                        last_output = time.monotonic()
+                    elif key.data == "exit":
+                        proc.wait()
+                        sel.unregister(pidfd)
+                        drain_until = time.monotonic() + DRAIN
+                    else:
+                        try:
+                            while os.read(self._wake_r, 512):
+                                pass
+                        except BlockingIOError:
+                            pass
+        finally:
+            sel.close()
+            os.close(pidfd)
+
+    # --- the outcome ---
+    def decide(self, template: Template, agent: AgentRun, start_head: str,
+               meta: dict[str, Any]) -> Outcome:
+        tree, branch = self.tree, self.cfg.branch(self.task)
+        if (tree / "BLOCKED.md").exists():
+            return Outcome(runs.BLOCKED, commit=worktree.head(tree))
+        if agent.stopped_by_user or self.stop_requested():
+            worktree.commit_all(tree, "WIP: Stopped by user")
+            return Outcome(runs.STOPPED, commit=worktree.head(tree))
+        if agent.error:
+            return Outcome(runs.FAILED, error=agent.error)
+        if agent.stop_reason:
+            return Outcome(runs.FAILED, error=agent.stop_reason)
+        if template.stream_json:
+            if agent.result is None:
+                return Outcome(runs.FAILED, error="the agent ended without a final result "
+                               f"message (exit code {agent.exit_code})")
+            if agent.result.get("is_error"):
+                said = agent.result.get("result") or agent.result.get("subtype") or "no detail"
+                return Outcome(runs.FAILED, error=f"the agent reported an error: {str(said)[:300]}")
+        title = meta.get("title") or self.task
+        worktree.commit_all(tree, f"{title}\n\nChanges the agent left uncommitted, "
+                                  f"committed by tac8 ({meta.get('worker_id')}).\n")
+        commit = worktree.head(tree)
+        if commit == start_head and worktree.unpublished_commits(self.cfg, tree) == 0:
+            return Outcome(runs.FAILED, error="exited without changes"
+                           + (f" (exit code {agent.exit_code})" if agent.exit_code else ""))
+        try:
+            worktree.push(self.cfg, tree, branch)
+        except worktree.GitError as exc:
+            return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit)
+        pr = self.open_pr(title, commit)
+        runs.write_pr_marker(self.cfg, self.task, url=pr["url"], number=pr["number"],
+                             head=branch, commit=commit, found_by="worker")
+        return Outcome(runs.PR, commit=commit, pr=pr)
+
+    def open_pr(self, title: str, commit: str) -> dict[str, Any]:
+        """The open PR for the branch, created unless one exists; with no GitHub repo
+        configured the pushed branch is the result (url empty)."""
+        if not self.cfg.github.repo:
+            return {"url": "", "number": None, "created": False}
+        from shared.github import GitHub  # only a worker that opens PRs needs gh
+
+        github = GitHub.from_config(self.cfg)
+        branch = self.cfg.branch(self.task)
+        pr = github.find_open_pr(branch)
+        created = pr is None
+        if created:
+            pr = github.create_pr(branch, self.cfg.repo.base_branch, title, self.pr_body())
+        return {"url": _field(pr, "html_url", "url"), "number": _field(pr, "number"),
+                "created": created}
+
+    def pr_body(self) -> str:
+        body = f"Written by an AI agent for tac8 task `{self.task}`."
+        if self.task.startswith("gh-"):
+            body += f"\n\nCloses #{self.task[3:]}."
+        return body
+
+    # --- the end ---
+    def finish(self, meta: dict[str, Any], agent: AgentRun, outcome: Outcome,
+               seconds: float) -> None:
+        usage = (agent.result or {}).get("usage") or {}
+        tokens = sum(v for k, v in usage.items() if k.endswith("_tokens") and isinstance(v, int))
+        result = agent.result or {}
+        fields = {
+            "outcome": outcome.outcome, "exit_code": agent.exit_code, "finished": now_iso(),
+            "error": outcome.error, "commit": outcome.commit,
+            "cost_usd": result.get("total_cost_usd"), "tokens": tokens if usage else None,
+            "turns": result.get("num_turns"),
+        }
+
+        def write(record: Any) -> None:
+            record.meta.update(fields)
+            record.body = agent.log_tail
+
+        runs.update_run(self.cfg, self.task, write)
+        emit(self.cfg.events_dir, "run_finished", self.task, outcome=outcome.outcome,
+             exit_code=agent.exit_code, error=outcome.error, cost_usd=fields["cost_usd"],
+             tokens=fields["tokens"], seconds=round(seconds, 1), worker_id=meta.get("worker_id"))
+        if outcome.pr.get("created"):
+            emit(self.cfg.events_dir, "pr_created", self.task, url=outcome.pr["url"],
+                 number=outcome.pr["number"])
+
+
+def _field(obj: Any, *names: str) -> Any:
+    """A field of a PR as the GitHub client returns it (mapping or object)."""
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.worker")
+    parser.add_argument("task")
+    parser.add_argument("--lock-fd", type=int, metavar="N",
+                        help="descriptor holding the task's liveness lock (from the launcher)")
+    add_config_argument(parser)
+    args = parser.parse_args(argv)
+    os.environ["TAC8_PROGRAM"] = "worker"
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    worker = Worker(cfg, args.task)
+    worker.install_signals()
+    path = cfg.liveness_lock(args.task)
+    try:
+        lock = adopt(path, args.lock_fd) if args.lock_fd is not None else hold(path, wait=0.5)
+    except AlreadyHeld as exc:
+        print(f"worker: {args.task}: another worker is alive ({exc})", file=sys.stderr)
+        return 3
+    with lock:
+        become_subreaper()
+        return worker.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""``conf/worker_template.md``: the agent's settings and the prompt (DESIGN.md §2, §4).
+
+Frontmatter (agent settings)::
+
+    command: [claude, -p, --output-format, stream-json, --verbose, --dangerously-skip-permissions]
+    env: {IS_SANDBOX: "1"}          # optional: extra environment for the agent
+    max_runtime: 3600               # optional: override [worker] limits for this agent
+    stall_timeout: 600
+    stop_grace: 30
+
+An agent whose command names ``stream-json`` is held to Claude Code's contract: a run without
+a final ``{"type": "result"}`` line, or with ``is_error: true``, failed.
+
+Body: the prompt, with ``{{name}}`` placeholders (``PLACEHOLDERS``). Rendering is strict: an
+unknown placeholder is an error, so a typo never reaches an agent. Values are substituted in
+one pass (a value that itself contains ``{{…}}`` stays as written). The untrusted values
+(the issue's title and text) cannot close the template's fence: ``<<<`` and ``>>>`` in them
+become look-alike angle quotes.
+
+The launcher renders the prompt (so a bad template fails the launch, visibly) and writes it
+to ``state/runs/<task>.prompt`` (``shared.runs.prompt_file``); the worker feeds that file to
+the agent's stdin.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.config import Config
+from shared.records import RecordError, read_record
+
+PLACEHOLDERS = {
+    "task_id": "the task id (gh-472, t-3)",
+    "title": "the task's title (untrusted when it came from an issue)",
+    "branch": "the task's branch",
+    "base_branch": "the branch the PR goes into",
+    "worktree": "the tree's path",
+    "attempt": "this attempt's number",
+    "max_attempts": "the number of attempts a task gets",
+    "issue_number": "the GitHub issue number, empty for a t- task",
+    "issue_url": "the issue's URL, empty for a t- task",
+    "issue_body": "the issue's text (untrusted)",
+}
+UNTRUSTED = ("title", "issue_body")
+LIMITS = ("max_runtime", "stall_timeout", "stop_grace")
+NO_ISSUE_TEXT = "(none: this task was typed into tasks.md by a person; its title is all there is)"
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+class TemplateError(ValueError):
+    """The template cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Template:
+    path: Path
+    command: list[str]
+    body: str
+    env: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stream_json(self) -> bool:
+        return any("stream-json" in arg for arg in self.command)
+
+    def limit(self, cfg: Config, name: str) -> float:
+        """A worker limit: the template's override, else ``[worker]`` in the config."""
+        return float(self.limits.get(name, getattr(cfg.worker, name)))
+
+
+def load_template(path: Path) -> Template:
+    try:
+        record = read_record(path)
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: template not found") from None
+    except RecordError as exc:
+        raise TemplateError(str(exc)) from None
+    meta: dict[str, Any] = record.meta
+    unknown = set(meta) - {"command", "env", *LIMITS}
+    if unknown:
+        raise TemplateError(f"{path}: unknown frontmatter key(s): {', '.join(sorted(unknown))}")
+    command = meta.get("command")
+    if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
+        raise TemplateError(f"{path}: command: expected a non-empty list of strings")
+    env = meta.get("env") or {}
+    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                          for k, v in env.items())):
+        raise TemplateError(f"{path}: env: expected a mapping of strings to strings")
+    limits = {}
+    for name in LIMITS:
+        if name in meta:
+            value = meta[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise TemplateError(f"{path}: {name}: expected a positive number of seconds")
+            limits[name] = float(value)
+    check_placeholders(path, record.body)
+    return Template(path=Path(path), command=list(command), body=record.body, env=dict(env),
+                    limits=limits)
+
+
+def check_placeholders(path: Path, body: str) -> None:
+    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(body)} - set(PLACEHOLDERS))
+    if unknown:
+        raise TemplateError(f"{path}: unknown placeholder(s): "
+                            + ", ".join("{{" + name + "}}" for name in unknown)
+                            + f" (known: {', '.join(PLACEHOLDERS)})")
+
+
+def defuse(text: str) -> str:
+    """Untrusted text that cannot open or close the template's ``<<<``/``>>>`` fence."""
+    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
+
+
+def render(template: Template, values: dict[str, Any]) -> str:
+    """The prompt: every placeholder replaced by its value (see the module docstring)."""
+    missing = sorted(set(PLACEHOLDERS) - set(values))
+    if missing:
+        raise TemplateError(f"{template.path}: no value for {', '.join(missing)}")
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        text = "" if values[name] is None else str(values[name])
+        return defuse(text) if name in UNTRUSTED else text
+
+    return _PLACEHOLDER.sub(value, template.body)
+
+
+def prompt_values(cfg: Config, task: str, title: str, attempt: int) -> dict[str, Any]:
+    """The placeholder values for ``task``; a gh- task's text comes from its issue snapshot."""
+    values: dict[str, Any] = {
+        "task_id": task, "title": title, "branch": cfg.branch(task),
+        "base_branch": cfg.repo.base_branch, "worktree": str(cfg.tree(task)),
+        "attempt": attempt, "max_attempts": cfg.launcher.max_attempts,
+        "issue_number": "", "issue_url": "", "issue_body": NO_ISSUE_TEXT,
+    }
+    if task.startswith("gh-") and task[3:].isdigit():
+        values["issue_number"] = task[3:]
+        try:
+            snapshot = read_record(cfg.issue_snapshot(int(task[3:])))
+            values["issue_url"] = snapshot.meta.get("url") or ""
+            values["issue_body"] = snapshot.body.strip() or "(the issue has no text)"
+        except (FileNotFoundError, RecordError):
+            values["issue_body"] = "(the issue's text is not available; work from the title)"
+    return values

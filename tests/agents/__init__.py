@@ -1,0 +1,85 @@
+"""Fake agents for tests (``fake_agent.py``) and helpers that wire one into a sandbox."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from shared.config import CHECKOUT, Config
+from shared.records import read_record, render_record
+
+FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
+SLEEP_COMMIT = Path(__file__).with_name("sleep_commit.sh")  # lean agent for benchmarks
+TEMPLATE_BODY = read_record(CHECKOUT / "conf" / "worker_template.md").body
+
+
+def use_agent(sandbox: Any, behaviour: str, *args: str, env: dict[str, str] | None = None,
+              stream_json: bool = True, **limits: float) -> Config:
+    """Make the sandbox's agent ``fake_agent.py`` with ``behaviour``; ``limits`` go to
+    [worker] (max_runtime, stall_timeout, stop_grace). Returns the new config."""
+    command = [sys.executable, str(FAKE_AGENT), behaviour, *args]
+    if stream_json:
+        command += ["--output-format", "stream-json", "--verbose"]
+    return use_command(sandbox, command, env=env, **limits)
+
+
+def use_command(sandbox: Any, command: list[str], env: dict[str, str] | None = None,
+                **limits: float) -> Config:
+    """Write a worker template running ``command`` into the sandbox and point the config
+    at it (``limits`` go to [worker]). Returns the new config."""
+    template = sandbox.conf_dir / "worker_template.md"
+    meta: dict[str, Any] = {"command": list(command)}
+    if env:
+        meta["env"] = env
+    template.write_text(render_record(meta, TEMPLATE_BODY))
+    return sandbox.write_config(worker={"template": str(template), **limits})
+
+
+def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def survivors(pid_dir: Path) -> list[int]:
+    """Pids noted by fake agents (``$FAKE_AGENT_PIDS``) that still exist, zombies included."""
+    alive = []
+    for entry in pid_dir.iterdir():
+        try:
+            proc = psutil.Process(int(entry.name))
+            if proc.create_time() <= entry.stat().st_mtime + 1:
+                alive.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def descendants(pid: int | None = None) -> list[psutil.Process]:
+    """Every live process below ``pid`` (default: this test process), zombies included."""
+    try:
+        return psutil.Process(pid or os.getpid()).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def zombies(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for proc in procs:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
