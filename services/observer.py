@@ -140,6 +140,19 @@ def _local(iso: Any) -> datetime | None:
         return None
 
 
+def _ended(meta: dict[str, Any]) -> datetime:
+    """When the run ended (the worker's ``finished``; now if it never said)."""
+    return _local(meta.get("finished")) or datetime.now().astimezone()
+
+
+def _attempt(meta: dict[str, Any]) -> int:
+    return int(meta.get("attempt") or 1)
+
+
+def _error(meta: dict[str, Any]) -> str:
+    return str(meta.get("error") or "exited without a PR")
+
+
 def _issue(task: str) -> int | None:
     return int(task[3:]) if task.startswith("gh-") and task[3:].isdigit() else None
 
@@ -352,7 +365,7 @@ class TaskObserver:
             if verdict is None:  # failed (or an outcome this observer does not know)
                 if (self.cfg.tree(task) / STOP_FILE).exists():
                     verdict = HALTED  # a person asked for a stop: no retry
-                elif int(meta.get("attempt") or 1) < self.cfg.launcher.max_attempts:
+                elif _attempt(meta) < self.cfg.launcher.max_attempts:
                     verdict = RETRY
                 else:
                     verdict = GAVE_UP
@@ -401,59 +414,66 @@ class TaskObserver:
 
     # --- what a decided transition means ---
     def plan(self, task: str, meta: dict[str, Any], transition: str) -> Plan:
-        cfg = self.cfg
+        """The move, event and comment of ``transition`` for the run in ``meta``."""
+        return {DONE: self.plan_completed, HELD: self.plan_blocked, HALTED: self.plan_stopped,
+                RETRY: self.plan_retry, GAVE_UP: self.plan_failed}[transition](task, meta)
+
+    def plan_completed(self, task: str, meta: dict[str, Any]) -> Plan:
         worker = meta.get("worker_id")
-        attempt = int(meta.get("attempt") or 1)
-        ended = _local(meta.get("finished")) or datetime.now().astimezone()
-        commit = meta.get("commit")
-        if transition == DONE:
-            found = self.pr_marker(task, meta)
-            marker, when = found if found else ({}, ended.timestamp())
-            sha = marker.get("commit") or commit
-            url = marker.get("url") or ""
-            where = ("PR", url) if url else ("Pushed", marker.get("head") or cfg.branch(task))
-            cost = meta.get("cost_usd")
-            facts = [f"worker {worker}", f"commit {_short(sha)}"] + (
-                [f"cost ${float(cost):.2f}"] if isinstance(cost, (int, float)) else [])
-            return Plan(DONE, Move(task, worker, COMPLETED, make_marker(COMPLETED, worker, sha),
-                                   (("Completed", stamp(datetime.fromtimestamp(when))), where)),
-                        ("task_completed", {"pr": url or None, "commit": sha}),
-                        f"PR ready for review: {url or where[1] + ' (pushed)'}\n\n"
-                        + " · ".join(facts))
-        if transition == HELD:
-            question = self.question(task) or str(meta.get("error") or "")
-            first = next((ln.lstrip("#").strip() for ln in question.splitlines() if ln.strip()),
-                         "") or f"see {BLOCKED_FILE} in the tree"
-            return Plan(HELD, Move(task, worker, BLOCKED, make_marker(BLOCKED, worker),
-                                   (("Blocked", first),)),
-                        ("task_blocked", {"question": first}),
-                        f"The agent is blocked and asks:\n\n{_quote(question or first)}\n\n"
-                        "Answer here, then move the task back to Pending in tasks.md "
-                        "(the next attempt reuses the worktree).")
-        if transition == HALTED:
-            wip = f" · WIP commit {_short(commit)}" if commit else ""
-            return Plan(HALTED, Move(task, worker, STOPPED, make_marker(STOPPED, worker),
-                                     (("Stopped", stamp(ended) + wip),)),
-                        ("task_stopped", {"commit": commit}),
-                        f"Stopped on request (worker {worker})."
-                        + (f" Work in progress is committed as {_short(commit)} on branch "
-                           f"{cfg.branch(task)}." if commit else "")
-                        + " Move the task back to Pending in tasks.md to resume.")
-        error = str(meta.get("error") or "exited without a PR")
-        if transition == RETRY:
-            retry = next_retry(cfg, attempt, ended)
-            return Plan(RETRY, Move(task, worker, PENDING, "", (("Retry", retry_value(retry)),)),
-                        ("task_retry", {"attempt": retry.attempt,
-                                        "not_before": retry.not_before.isoformat(timespec="seconds"),
-                                        "error": error}),
-                        None)
+        found = self.pr_marker(task, meta)
+        marker, when = found if found else ({}, _ended(meta).timestamp())
+        sha = marker.get("commit") or meta.get("commit")
+        url = marker.get("url") or ""
+        where = ("PR", url) if url else ("Pushed", marker.get("head") or self.cfg.branch(task))
+        cost = meta.get("cost_usd")
+        facts = [f"worker {worker}", f"commit {_short(sha)}"]
+        if isinstance(cost, (int, float)):
+            facts.append(f"cost ${cost:.2f}")
+        return Plan(DONE, Move(task, worker, COMPLETED, make_marker(COMPLETED, worker, sha),
+                               (("Completed", stamp(datetime.fromtimestamp(when))), where)),
+                    ("task_completed", {"pr": url or None, "commit": sha}),
+                    f"PR ready for review: {url or where[1] + ' (pushed)'}\n\n"
+                    + " · ".join(facts))
+
+    def plan_blocked(self, task: str, meta: dict[str, Any]) -> Plan:
+        worker = meta.get("worker_id")
+        question = self.question(task) or str(meta.get("error") or "")
+        first = next((ln.lstrip("#").strip() for ln in question.splitlines() if ln.strip()),
+                     "") or f"see {BLOCKED_FILE} in the tree"
+        return Plan(HELD, Move(task, worker, BLOCKED, make_marker(BLOCKED, worker),
+                               (("Blocked", first),)),
+                    ("task_blocked", {"question": first}),
+                    f"The agent is blocked and asks:\n\n{_quote(question or first)}\n\n"
+                    "Answer here, then move the task back to Pending in tasks.md "
+                    "(the next attempt reuses the worktree).")
+
+    def plan_stopped(self, task: str, meta: dict[str, Any]) -> Plan:
+        worker, commit = meta.get("worker_id"), meta.get("commit")
+        wip = f" · WIP commit {_short(commit)}" if commit else ""
+        saved = (f" Work in progress is committed as {_short(commit)} on branch "
+                 f"{self.cfg.branch(task)}." if commit else "")
+        return Plan(HALTED, Move(task, worker, STOPPED, make_marker(STOPPED, worker),
+                                 (("Stopped", stamp(_ended(meta)) + wip),)),
+                    ("task_stopped", {"commit": commit}),
+                    f"Stopped on request (worker {worker}).{saved} "
+                    "Move the task back to Pending in tasks.md to resume.")
+
+    def plan_retry(self, task: str, meta: dict[str, Any]) -> Plan:
+        retry = next_retry(self.cfg, _attempt(meta), _ended(meta))
+        return Plan(RETRY, Move(task, meta.get("worker_id"), PENDING, "",
+                                (("Retry", retry_value(retry)),)),
+                    ("task_retry", {"attempt": retry.attempt, "error": _error(meta),
+                                    "not_before": retry.not_before.isoformat(timespec="seconds")}),
+                    None)  # a retry is not news on the issue; the final failure is
+
+    def plan_failed(self, task: str, meta: dict[str, Any]) -> Plan:
+        worker, error = meta.get("worker_id"), _error(meta)
+        attempts = f"{_attempt(meta)}/{self.cfg.launcher.max_attempts}"
         return Plan(GAVE_UP, Move(task, worker, FAILED, make_marker(FAILED, worker),
-                                  (("Failed", f"{stamp(ended)} · attempt {attempt}/"
-                                               f"{cfg.launcher.max_attempts}"),
+                                  (("Failed", f"{stamp(_ended(meta))} · attempt {attempts}"),
                                    ("Error", error))),
-                    ("task_failed", {"error": error, "attempt": attempt}),
-                    f"Failed on attempt {attempt}/{cfg.launcher.max_attempts} "
-                    f"(worker {worker}):\n\n{_quote(error)}\n\n"
+                    ("task_failed", {"error": error, "attempt": _attempt(meta)}),
+                    f"Failed on attempt {attempts} (worker {worker}):\n\n{_quote(error)}\n\n"
                     "The worktree is kept for debugging.")
 
     def question(self, task: str) -> str:
