@@ -99,7 +99,7 @@ class CappedLog:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file = open(path, "wb")
+        self._file = open(path, "wb", buffering=0)  # readers (tac8 logs -f) see output at once
         self._written = 0
         self._tail = bytearray()
         self._dropped = 0

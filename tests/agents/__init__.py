@@ -83,3 +83,18 @@ def zombies(procs: list[psutil.Process]) -> list[psutil.Process]:
             pass
     return out
 
+
+
+def events_of(cfg: Config, type: str | None = None, task: str | None = None) -> list[dict]:
+    """The events waiting in ``state/events/new``, oldest first (optionally one type/task)."""
+    from shared.fsio import pending
+
+    found = []
+    for path in pending(cfg.events_dir):
+        try:
+            meta = read_record(path).meta
+        except FileNotFoundError:
+            continue
+        if (type is None or meta.get("type") == type) and (task is None or meta.get("task") == task):
+            found.append(meta)
+    return found

@@ -1,0 +1,275 @@
+"""services.worker with real git (sandbox) and fake agents (tests/agents/fake_agent.py).
+
+Each test prepares what the launcher would (the tree and a fresh run record), runs the real
+worker process, and checks the outcome in the tree, the run record, the PR marker, the
+events, and that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from services.worker import LOG_CAP, LOG_TAIL
+from shared import runs, worktree
+from shared.config import CHECKOUT
+from shared.locks import hold
+from tests.agents import descendants, events_of, survivors, use_agent, wait_for
+from tests.fakegithub import fake_github  # noqa: F401  (fixture)
+from tests.sandbox import git
+
+TASK = "t-1"
+
+
+@pytest.fixture
+def pids(tmp_path):
+    folder = tmp_path / "agent-pids"
+    folder.mkdir()
+    return folder
+
+
+def prepare(sandbox, pids, behaviour, *args, task=TASK, title="Tidy the README", env=None,
+            **limits):
+    """What the launcher does before it starts a worker: the agent, the tree, the record."""
+    limits = {"stall_timeout": 10, "stop_grace": 0.5, **limits}
+    cfg = use_agent(sandbox, behaviour, *args, env={"FAKE_AGENT_PIDS": str(pids), **(env or {})},
+                    **limits)
+    with hold(cfg.liveness_lock(task)) as lock:
+        worktree.ensure_worktree(cfg, task, lock)
+    runs.start_run(cfg, task, {
+        "task": task, "worker_id": "w-abc123", "attempt": 1, "pid": None, "started": "now",
+        "branch": cfg.branch(task), "worktree": str(cfg.tree(task)), "title": title})
+    return cfg
+
+
+def start_worker(cfg, task=TASK):
+    return subprocess.Popen([sys.executable, "-m", "services.worker", task, "--config",
+                             str(cfg.file)], cwd=CHECKOUT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def run_worker(cfg, task=TASK, timeout=30):
+    proc = start_worker(cfg, task)
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return runs.read_run(cfg, task)
+
+
+def origin_has(sandbox, branch):
+    return git(sandbox.origin, "branch", "--list", branch) != ""
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(pids):
+    yield
+    assert survivors(pids) == [], "processes the agents left behind are still there"
+    assert descendants() == [], "the test process still has children (zombies or live)"
+
+
+def test_agent_that_commits_gives_a_pushed_branch_marker_record_and_event(sandbox, pids, tmp_path):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    cfg = prepare(sandbox, pids, "commit", env={"FAKE_AGENT_PROMPTS": str(prompts)})
+    record = run_worker(cfg)
+    meta = record.meta
+    tree = cfg.tree(TASK)
+    assert meta["outcome"] == "pr" and meta["exit_code"] == 0 and meta["error"] is None
+    assert meta["commit"] == git(tree, "rev-parse", "HEAD") == \
+        git(sandbox.origin, "rev-parse", "auto/t-1")
+    assert (meta["cost_usd"], meta["tokens"], meta["turns"]) == (0.0123, 165, 3)
+    assert meta["finished"] and meta["worker_id"] == "w-abc123"
+    assert '"type": "result"' in record.body  # the log's tail
+    marker = runs.read_pr_marker(cfg, TASK)
+    assert marker == {"task": TASK, "url": "", "number": None, "head": "auto/t-1",
+                      "commit": meta["commit"], "found_by": "worker"}
+    [event] = events_of(cfg, "run_finished")
+    assert (event["outcome"], event["worker_id"], event["cost_usd"], event["tokens"]) == \
+        ("pr", "w-abc123", 0.0123, 165)
+    assert events_of(cfg, "pr_created") == []  # no GitHub: pushed, no PR opened
+    prompt = (prompts / "t-1.txt").read_text()
+    assert "Task: Tidy the README" in prompt and "<<<UNTRUSTED ISSUE TEXT" in prompt
+    assert not runs.worker_alive(cfg, TASK)
+    log = cfg.agent_log(TASK).read_text().splitlines()
+    assert json.loads(log[-1])["type"] == "result"
+
+
+def test_leftovers_are_committed_then_pushed(sandbox, pids):
+    cfg = prepare(sandbox, pids, "leave-uncommitted")
+    meta = run_worker(cfg).meta
+    tree = cfg.tree(TASK)
+    assert meta["outcome"] == "pr"
+    assert worktree.dirty_paths(tree) == []
+    message = git(tree, "log", "-1", "--format=%B")
+    assert message.startswith("Tidy the README") and "left uncommitted" in message
+    assert origin_has(sandbox, "auto/t-1")
+
+
+def test_blocked_agent_ends_blocked_and_its_question_is_not_committed(sandbox, pids):
+    cfg = prepare(sandbox, pids, "blocked")
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "blocked"
+    tree = cfg.tree(TASK)
+    assert (tree / "BLOCKED.md").exists()
+    assert git(tree, "rev-parse", "HEAD") == git(sandbox.repo, "rev-parse", "origin/main")
+    assert not origin_has(sandbox, "auto/t-1") and runs.read_pr_marker(cfg, TASK) is None
+    assert events_of(cfg, "run_finished")[0]["outcome"] == "blocked"
+
+
+@pytest.mark.parametrize("behaviour, exit_code, error", [
+    ("noop", 0, "exited without changes"),
+    ("exit1", 1, "the agent ended without a final result message (exit code 1)"),
+    ("is-error", 0, "the agent reported an error: API Error: overloaded"),
+])
+def test_runs_without_a_usable_result_fail_whatever_the_exit_code(sandbox, pids, behaviour,
+                                                                  exit_code, error):
+    cfg = prepare(sandbox, pids, behaviour)
+    meta = run_worker(cfg).meta
+    assert (meta["outcome"], meta["exit_code"], meta["error"]) == ("failed", exit_code, error)
+    assert not origin_has(sandbox, "auto/t-1") and runs.read_pr_marker(cfg, TASK) is None
+    [event] = events_of(cfg, "run_finished")
+    assert (event["outcome"], event["error"]) == ("failed", error)
+
+
+def test_agent_without_stream_json_is_judged_by_the_tree(sandbox, pids):
+    cfg = prepare(sandbox, pids, "commit")
+    cfg = use_agent(sandbox, "exit1", stream_json=False)
+    meta = run_worker(cfg).meta
+    assert (meta["outcome"], meta["error"]) == ("failed", "exited without changes (exit code 1)")
+
+
+def test_a_silent_agent_is_stopped_after_stall_timeout(sandbox, pids):
+    cfg = prepare(sandbox, pids, "hang", stall_timeout=0.5)
+    meta = run_worker(cfg).meta
+    assert (meta["outcome"], meta["error"]) == ("failed", "stalled: no output for 0.5 s")
+
+
+def test_max_runtime_escalates_to_sigkill_for_an_agent_that_ignores_signals(sandbox, pids):
+    cfg = prepare(sandbox, pids, "stubborn", max_runtime=0.5, stop_grace=0.2)
+    meta = run_worker(cfg).meta
+    assert (meta["outcome"], meta["error"]) == ("failed", "max_runtime of 0.5 s exceeded")
+    assert meta["exit_code"] == -signal.SIGKILL
+
+
+def test_a_daemon_forked_by_the_agent_is_killed_and_reaped(sandbox, pids):
+    cfg = prepare(sandbox, pids, "daemon")
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "pr"
+    assert len(list(pids.iterdir())) == 1  # the daemon was there; the fixture checks it is gone
+
+
+def test_a_flood_of_output_is_capped_and_the_result_still_counts(sandbox, pids):
+    cfg = prepare(sandbox, pids, "flood", "25")
+    meta = run_worker(cfg, timeout=60).meta
+    assert meta["outcome"] == "pr" and meta["cost_usd"] == 0.0123
+    log = cfg.agent_log(TASK)
+    assert LOG_CAP < log.stat().st_size <= LOG_CAP + LOG_TAIL + 200
+    tail = log.read_bytes()[-LOG_TAIL - 200:].decode(errors="replace")
+    assert '"type": "tac8_log_truncated"' in tail
+    assert json.loads(tail.splitlines()[-1])["type"] == "result"
+
+
+def test_sigterm_interrupts_the_agent_and_commits_work_in_progress(sandbox, pids):
+    cfg = prepare(sandbox, pids, "interruptible", stop_grace=30)
+    worker = start_worker(cfg)
+    wait_for(lambda: "working" in _read(cfg.agent_log(TASK)), what="the agent to start")
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=20)  # SIGINT alone ended it: far below the 30 s grace
+    meta = runs.read_run(cfg, TASK).meta
+    tree = cfg.tree(TASK)
+    assert meta["outcome"] == "stopped"
+    assert git(tree, "log", "-1", "--format=%s") == "WIP: Stopped by user"
+    assert meta["commit"] == git(tree, "rev-parse", "HEAD")
+    assert worktree.dirty_paths(tree) == [] and not origin_has(sandbox, "auto/t-1")
+
+
+def test_stop_now_file_ends_an_agent_that_ignores_signals_within_seconds(sandbox, pids):
+    cfg = prepare(sandbox, pids, "stubborn", stop_grace=60)
+    worker = start_worker(cfg)
+    wait_for(lambda: "I will not stop" in _read(cfg.agent_log(TASK)), what="the agent to start")
+    began = time.monotonic()
+    (cfg.tree(TASK) / "STOP").write_text("now\n")  # as `tac8 stop --now`; nobody signals
+    worker.communicate(timeout=30)
+    assert time.monotonic() - began < 15  # 1 s grace per step, not stop_grace's 60 s
+    meta = runs.read_run(cfg, TASK).meta
+    assert meta["outcome"] == "stopped" and meta["exit_code"] == -signal.SIGKILL
+    assert "STOP" not in git(cfg.tree(TASK), "ls-files")
+
+
+def test_agent_exiting_on_sigterm_leaves_a_grandchild_that_is_swept(sandbox, pids):
+    cfg = prepare(sandbox, pids, "orphan-on-sigterm", stop_grace=0.3)
+    worker = start_worker(cfg)
+    wait_for(lambda: "long Bash tool" in _read(cfg.agent_log(TASK)), what="the agent to start")
+    [grandchild] = [int(p.name) for p in pids.iterdir()]
+    assert psutil.Process(grandchild).ppid() != worker.pid  # in another session, not ours
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=20)
+    meta = runs.read_run(cfg, TASK).meta
+    assert meta["outcome"] == "stopped" and meta["exit_code"] == 143
+    assert not psutil.pid_exists(grandchild)
+
+
+def test_a_second_worker_for_a_live_task_refuses_to_run(sandbox, pids):
+    cfg = prepare(sandbox, pids, "commit")
+    with hold(cfg.liveness_lock(TASK)):
+        proc = start_worker(cfg)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "another worker is alive" in out
+    assert runs.read_run(cfg, TASK).meta.get("outcome") is None
+
+
+def test_a_missing_agent_fails_the_run_with_a_clear_error(sandbox, pids):
+    cfg = prepare(sandbox, pids, "commit")
+    template = sandbox.conf_dir / "worker_template.md"
+    template.write_text(template.read_text().replace(sys.executable, "/nonexistent/agent", 1))
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "failed"
+    assert meta["error"].startswith("agent could not start: /nonexistent/agent")
+
+
+def test_with_github_the_worker_opens_the_pr_once(sandbox, pids, fake_github):
+    sandbox.write_config(github={"repo": fake_github.repo})
+    cfg = prepare(sandbox, pids, "commit", task="gh-5", title="Fix the parser")
+    meta = run_worker(cfg, task="gh-5").meta
+    [pr] = fake_github.open_prs()
+    assert (pr["head"]["ref"], pr["base"]["ref"], pr["title"]) == \
+        ("auto/gh-5", "main", "Fix the parser")
+    assert "Closes #5" in pr["body"]
+    assert meta["outcome"] == "pr"
+    marker = runs.read_pr_marker(cfg, "gh-5")
+    assert (marker["url"], marker["number"]) == (pr["html_url"], pr["number"])
+    [created] = events_of(cfg, "pr_created")
+    assert (created["url"], created["number"]) == (pr["html_url"], pr["number"])
+
+    # A retry that adds commits finds the open PR instead of opening a second one.
+    runs.start_run(cfg, "gh-5", {"task": "gh-5", "worker_id": "w-def456", "attempt": 2,
+                                 "branch": "auto/gh-5", "title": "Fix the parser"})
+    meta = run_worker(cfg, task="gh-5").meta
+    assert meta["outcome"] == "pr" and len(fake_github.open_prs()) == 1
+    assert len(events_of(cfg, "pr_created")) == 1
+    assert runs.read_pr_marker(cfg, "gh-5")["commit"] == meta["commit"]
+
+
+def _read(path):
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def test_many_runs_leave_no_zombie_and_no_orphan(sandbox, pids):
+    """Daemon-forking, signal-ignoring and grandchild-leaving agents, run after run."""
+    behaviours = [("daemon", {}), ("stubborn", {"max_runtime": 0.3, "stop_grace": 0.1}),
+                  ("orphan-on-sigterm", {"max_runtime": 0.3, "stop_grace": 0.1})]
+    for n in range(6):
+        behaviour, limits = behaviours[n % 3]
+        task = f"t-{n + 1}"
+        cfg = prepare(sandbox, pids, behaviour, task=task, **limits)
+        run_worker(cfg, task=task)
+        assert survivors(pids) == [] and descendants() == []
+    assert len(list(pids.iterdir())) == 4  # 2 daemons + 2 grandchildren existed, all gone
