@@ -30,7 +30,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 
@@ -400,13 +400,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     def running() -> bool:
         return worker_alive(cfg, task) or _section_of(cfg, task) == ACTIVE
 
-    if not args.follow or not running():
-        if not log.exists():
-            raise UserError(f"no agent log for {task} ({log} does not exist)")
-        lines: Iterable[str] = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    else:
-        lines = follow(log, running)
-    for line in lines:
+    following = args.follow and running()
+    if not following and not log.exists():
+        raise UserError(f"no agent log for {task} ({log} does not exist)")
+    for line in follow(log, running if following else lambda: False):
         for text in readable(line):
             print(text, flush=args.follow)
     return 0
@@ -519,7 +516,7 @@ def supervisor_socket(conf: Path) -> tuple[str, str, str] | None:
 
     section = dict(parser.items("unix_http_server"))
     path = Path(expand(section["file"]))
-    return (str(path if path.is_absolute() else conf.parent / path),
+    return (os.path.normpath(path if path.is_absolute() else conf.parent / path),
             expand(section.get("username", "")), expand(section.get("password", "")))
 
 

@@ -423,9 +423,11 @@ def test_supervisor_socket_expands_here_and_environment(tmp_path, monkeypatch):
     conf = tmp_path / "supervisord.conf"
     conf.write_text("[unix_http_server]\nfile = %(here)s/../state/%(ENV_TAC8_SOCK_NAME)s\n"
                     "username = admin\npassword = secret\n")
-    assert supervisor_socket(conf) == (f"{tmp_path}/../state/sup.sock", "admin", "secret")
+    assert supervisor_socket(conf) == (f"{tmp_path.parent}/state/sup.sock", "admin", "secret")
     conf.write_text("[supervisord]\n")
     assert supervisor_socket(conf) is None
+    # the project's own supervisord.conf: the socket supervisorctl uses too
+    assert supervisor_socket(CHECKOUT / "conf" / "supervisord.conf") == (str(CHECKOUT / "state" / "supervisor.sock"), "", "")
 
 
 def test_readable_skips_noise_and_keeps_plain_lines():
