@@ -227,12 +227,13 @@ class TaskObserver:
         self.prog.watch(cfg.prs_dir, wanted=_not_a_read)
 
     # One rescan. Cheap when nothing changed: one parse of tasks.md, a stat per run record
-    # and per watched tree, a flock probe per Active task.
+    # and per watched tree, a flock probe per Active or unfinished run.
     def cycle(self) -> None:
         board = read_board(self.cfg.tasks_file)
         active = {t.id: t for t in board.tasks(ACTIVE) if t.id}
         records = self.records.scan()
-        running = {task for task, meta in records.items() if not meta.get("outcome")}
+        running = {task for task, meta in records.items()
+                   if not meta.get("outcome") and runs.worker_alive(self.cfg, task)}
         watched = sorted(set(active) | running)
         self.sync_watches(watched)
         for task in set(self.stops) - set(watched):
@@ -256,8 +257,9 @@ class TaskObserver:
             moved = edit_tasks(self.cfg, partial(apply_moves, moves))
             if moved:
                 self.log.info("moved out of Active: %s", ", ".join(moved))
+            records = self.records.scan()  # with what deciding wrote
 
-        for task, meta in self.records.scan().items():
+        for task, meta in records.items():
             self.follow_up(task, meta)
         self.rollover(board)
 
@@ -566,8 +568,11 @@ class TaskObserver:
         today = date.today()
         due: dict[date, list] = {}
         for task in board.tasks(COMPLETED):
-            when = parse_stamp(task.detail("Completed") or "")
-            if task.id and when is not None and when.date() < today:
+            value = task.detail("Completed") or ""
+            if not task.id or value[:10] >= today.isoformat():
+                continue  # today's (a string compare: this runs on every rescan)
+            when = parse_stamp(value)
+            if when is not None and when.date() < today:
                 due.setdefault(when.date(), []).append(task)
         if not due:
             return
