@@ -24,18 +24,18 @@ from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, 
                           edit_tasks)
 from tests.agents import use_agent, wait_for
 from tests.fakegithub import fake_github  # noqa: F401  (fixture)
-from tests.test_observer_support import (ObserverProcess, add_task, applied, events, launch,
+from tests.test_observer_support import (ServiceProcess, add_task, applied, events, launch,
                                          line_of, outbox, section_of)
 
 
 @pytest.fixture
 def observer(sandbox, tmp_path):
     """Start with ``observer.start()`` after configuring; stopped (SIGTERM) at the end."""
-    procs: list[ObserverProcess] = []
+    procs: list[ServiceProcess] = []
 
     class Starter:
-        def start(self) -> ObserverProcess:
-            procs.append(ObserverProcess(sandbox.cfg, tmp_path / "observer.log").start())
+        def start(self) -> ServiceProcess:
+            procs.append(ServiceProcess(sandbox.cfg, tmp_path / "observer.log").start())
             return procs[-1]
 
     yield Starter()

@@ -1,5 +1,5 @@
-"""Helpers for the observer's tests and benchmark: run ``python -m services.observer`` as a
-real process, and launch real workers (``python -m services.worker``) the way the launcher
+"""Helpers for the observer's tests and benchmark: run ``python -m services.observer`` (or
+another service) as a real process, and launch real workers (``python -m services.worker``) the way the launcher
 does (liveness lock taken first and handed over, fresh run record, line moved to Active).
 No tests here."""
 
@@ -26,21 +26,22 @@ from shared.worktree import ensure_worktree
 from tests.agents import wait_for
 
 
-class ObserverProcess:
-    """``python -m services.observer`` for one sandbox; its stderr goes to ``log``."""
+class ServiceProcess:
+    """``python -m services.<name>`` for one sandbox; its stderr goes to ``log``."""
 
-    def __init__(self, cfg: Config, log: Path):
+    def __init__(self, cfg: Config, log: Path, name: str = "observer"):
         self.cfg = cfg
         self.log = log
+        self.name = name
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "ObserverProcess":
+    def start(self) -> "ServiceProcess":
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.observer", "--config", str(self.cfg.file)],
+                [sys.executable, "-m", f"services.{self.name}", "--config", str(self.cfg.file)],
                 cwd=CHECKOUT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        wait_for(lambda: is_held(self.cfg.program_lock("observer")) or self.proc.poll() is not None,
-                 timeout=10, what="the observer to start")
+        wait_for(lambda: is_held(self.cfg.program_lock(self.name)) or self.proc.poll() is not None,
+                 timeout=10, what=f"the {self.name} to start")
         assert self.proc.poll() is None, self.log.read_text()
         return self
 

@@ -29,7 +29,7 @@ from shared.program import Program
 from shared.records import render_record, write_record
 from tests.agents import FAKE_AGENT, TEMPLATE_BODY, wait_for
 from tests.sandbox import EMPTY_QUEUE, GIT_IDENTITY, Sandbox
-from tests.test_observer_support import ObserverProcess, add_task, applied, launch
+from tests.test_observer_support import ServiceProcess, add_task, applied, launch
 
 TRIALS = 60
 POLL = 0.0005  # seconds
@@ -92,7 +92,7 @@ def stop_latencies(box: Sandbox, tmp: Path) -> tuple[list[float], float]:
     agent = tmp / "signal_agent.py"
     agent.write_text(SIGNAL_AGENT)
     cfg = _use_agent(box, [sys.executable, str(agent), str(marks)])
-    observer = ObserverProcess(cfg, tmp / "observer-stop.log").start()
+    observer = ServiceProcess(cfg, tmp / "observer-stop.log").start()
     latencies = []
     try:
         for n in range(TRIALS):
@@ -121,7 +121,7 @@ def _read(path: Path) -> str | None:
 
 def marker_latencies(box: Sandbox, tmp: Path) -> list[float]:
     cfg = _use_agent(box, [sys.executable, str(FAKE_AGENT), "commit"])
-    observer = ObserverProcess(cfg, tmp / "observer-marker.log").start()
+    observer = ServiceProcess(cfg, tmp / "observer-marker.log").start()
     tasks_md = cfg.tasks_file
     latencies = []
     try:
