@@ -29,9 +29,13 @@ task_completed          observer   pr, commit
 task_blocked            observer   question
 task_stopped            observer   commit
 task_failed             observer   error, attempt
-task_retry              observer   attempt, not_before
-stop_requested          observer   worker alive or not
+task_retry              observer   attempt, not_before, error
+stop_requested          observer   worker_id, alive, signalled (one per STOP touched)
 ======================  =========  =====================================================
+
+The observer's task_* events and its run_finished also carry ``worker_id`` and ``key``
+(``<task>/<worker_id>/<transition>``, as on the comment), and are handed over exactly once
+(``fsio.stage``, name recorded in the run record, ``fsio.deliver``).
 """
 
 from __future__ import annotations
