@@ -81,8 +81,9 @@ def _stop(proc: subprocess.Popen) -> int:
 
 
 def test_a_burst_of_10000_events_is_counted_in_a_handful_of_writes(sandbox, tmp_path):
-    interval = 2.0
-    cfg = sandbox.write_config(metrics={"min_write_interval": interval})
+    cfg = sandbox.cfg
+    interval = cfg.metrics.min_write_interval
+    assert interval == 5  # the default
     writes = _Replacements(cfg.paths.metrics)
     observer = Observer()
     observer.schedule(writes, str(cfg.paths.metrics.parent))
@@ -96,17 +97,18 @@ def test_a_burst_of_10000_events_is_counted_in_a_handful_of_writes(sandbox, tmp_
         for p in producers:
             assert p.wait(timeout=90) == 0
         data = _wait_for(lambda: _counted(cfg, 10_000), 30, "all 10,000 events in metrics.json")
+        print(f"{writes.count - 1} writes in {time.monotonic() - started:.1f} s")
         elapsed = time.monotonic() - started
         burst_writes = writes.count - 1
         assert data["events"] == _expected(10_000)
         assert data["workers_launched"] == 2000 and data["prs_created"] == 2000
         assert data["workers_completed"] == 2000 and data["cost_usd_total"] == 500.0
         assert len(data["history"]) == 100
-        # at most one write per interval, plus the one that may start a burst
+        # at most one write per interval, plus the one that may start a burst: a handful
         assert 1 <= burst_writes <= elapsed / interval + 1, (burst_writes, elapsed)
-        assert burst_writes <= 10
+        assert burst_writes <= 8, (burst_writes, elapsed)
         # and none while nothing changes
-        time.sleep(interval * 1.5)
+        time.sleep(interval * 1.2)
         assert writes.count - 1 == burst_writes
         assert _stop(proc) == 0
     finally:
