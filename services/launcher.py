@@ -164,11 +164,16 @@ class Launcher:
         alive = self.alive_tasks()
         slots = self.cfg.launcher.max_workers - len(alive)
         due = [t for t in board.launch_order() if t.id and t.id not in alive and self.is_due(t)]
-        while slots > 0 and due and not self.prog.stopping.is_set() and self.memory_ok():
+        while slots > 0 and due and self.may_launch():
             if self.launch(due.pop(0)):
                 slots -= 1
-        if due and not self.prog.stopping.is_set():
+        if due and self.may_launch():
             self.prepare(due[: self.cfg.launcher.max_workers])
+
+    def may_launch(self) -> bool:
+        """Not stopping, not paused (a failed launch may just have paused), memory to spare."""
+        return not self.prog.stopping.is_set() and read_pause(self.cfg) is None \
+            and self.memory_ok()
 
     def reap(self) -> None:
         for task, proc in list(self.children.items()):

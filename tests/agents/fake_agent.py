@@ -21,6 +21,7 @@ Behaviours::
                           with a running Bash tool)
     interruptible         change a file, wait; on SIGINT print an interrupted result and exit
                           (as Claude Code does)
+    mix                   one of MIX, picked by the number in the tree's name (t-7 → MIX[7 % 6])
 
 Every process it leaves behind writes its pid to ``$FAKE_AGENT_PIDS/<pid>`` (when that
 variable is set), so a test can check that none of them survived. ``$FAKE_AGENT_PROMPTS``,
@@ -37,6 +38,7 @@ import sys
 import time
 
 SESSION = f"fake-{os.getpid()}"
+MIX = ("commit", "daemon", "stubborn", "orphan-on-sigterm", "noop", "exit1")
 
 
 def say(message: dict) -> None:
@@ -106,6 +108,9 @@ def forever() -> None:
 def main() -> int:
     behaviour = sys.argv[1] if len(sys.argv) > 1 else "commit"
     arg = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else None
+    if behaviour == "mix":
+        digits = "".join(ch for ch in os.path.basename(os.getcwd()) if ch.isdigit()) or "0"
+        behaviour = MIX[int(digits) % len(MIX)]
     prompt = sys.stdin.read()
     prompts = os.environ.get("FAKE_AGENT_PROMPTS")
     if prompts:
