@@ -480,7 +480,7 @@ def _check_repo(cfg: Config) -> Check:
     if status == 0:
         return Check("repository", True, f"{path} (remote {cfg.repo.remote}: {out})")
     return Check("repository", False, f"{path}: {out.splitlines()[-1] if out else 'not usable'}",
-                 f"set [repo] path to a git clone with a `{cfg.repo.remote}` remote in {cfg.file}")
+                 f"set [repo] path to a git clone that has the remote `{cfg.repo.remote}`, in {cfg.file}")
 
 
 class _UnixHTTP(http.client.HTTPConnection):
