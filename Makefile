@@ -14,6 +14,9 @@ venv: $(PY)
 test: $(PY)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
 
+demo: $(PY)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/tac8 demo
+
 bench: $(PY)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m tests.bench
 

@@ -9,6 +9,7 @@
 * ``add`` appends a Pending line to ``tasks.md`` in a ``tasks.md.lock`` transaction.
 * ``logs`` renders the agent's stream-json log as text, ``--follow`` while the task runs.
 * ``doctor`` checks the machine and the install; each failed check says how to fix it.
+* ``demo`` runs tac8 end to end in a sandbox (``shared.demo``).
 
 The CLI imports no service. A user's mistake is one line on stderr and a non-zero exit.
 """
@@ -34,7 +35,8 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-from shared.config import Config, ConfigError, add_config_argument, config_path, load_config
+from shared.config import CHECKOUT, Config, ConfigError, add_config_argument, config_path, load_config
+from shared.demo import run_demo
 from shared.fsio import atomic_write
 from shared.health import heartbeat_ages, is_stale, read_metrics
 from shared.locks import LockTimeout, holder, is_held
@@ -647,6 +649,15 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing while the task runs")
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, default=CHECKOUT / "demo",
+                   help="where to build the sandbox (rebuilt on every run; default: ./demo)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(args.dir)
+
+
 # name → (help, arguments, handler)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "status": ("the dashboard: health, counters, queue, workers, events", _status_args, cmd_status),
@@ -656,6 +667,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "add": ("add a task to tasks.md's Pending section", _add_args, cmd_add),
     "logs": ("the agent's log of a task, readable", _logs_args, cmd_logs),
     "doctor": ("check this machine and the install", lambda p: None, cmd_doctor),
+    "demo": ("run tac8 end to end in a sandbox: no GitHub account or AI key needed", _demo_args, cmd_demo),
 }
 
 

@@ -1,0 +1,194 @@
+"""``tac8 demo``: tac8's main job on embedded defaults, with no GitHub account and no AI key.
+
+It builds a sandbox (``<checkout>/demo/`` by default, removed and rebuilt on every run):
+
+* ``origin.git`` (a bare "origin") and ``repo/``, its clone, which the agents work on;
+* ``tasks.md`` with tasks typed the way a person would (one is a question);
+* ``conf/tac8.toml`` (no GitHub repository: a finished task means its branch was pushed),
+  ``conf/worker_template.md`` running ``shared.demo_agent`` (commits a small note, or writes
+  BLOCKED.md for the question), and ``conf/supervisord.conf``: the shipped one, with only
+  the interpreter's path filled in;
+
+then starts the real supervisord with the four programs, shows progress until every task
+has settled, prints ``tac8 status``, lists the branches pushed to the sandbox origin and
+shuts supervisord down.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from shared.config import CHECKOUT, load_config
+from shared.records import read_record, write_record
+from shared.tasks import ACTIVE, PENDING, SECTIONS, read_board
+
+DEMO_TASKS = """# Tasks
+
+Typed by a person: add a line under Pending and tac8 picks it up.
+
+## Active
+
+## Pending
+[] Add a CONTRIBUTING guide
+[] Write a changelog entry for the first release {p1}
+[] Which license should the project use?
+[] Add a code of conduct
+
+## Blocked
+
+## Stopped
+
+## Failed
+
+## Completed Today
+"""
+
+DEMO_CONFIG = """# tac8 demo sandbox: no GitHub repository, the demo agent, quick retries.
+[repo]
+path = "../repo"
+
+[github]
+repo = ""
+
+[launcher]
+max_workers = 2
+retry_backoff = 5
+min_free_memory_mb = 50
+
+[worker]
+max_runtime = 120
+stall_timeout = 60
+stop_grace = 5
+
+[metrics]
+min_write_interval = 1
+"""
+
+SHIPPED_INTERPRETER = "%(here)s/../.venv/bin/python"
+SETTLE_TIMEOUT = 180.0  # seconds; the demo agent takes about two seconds a task
+
+
+def supervisord_conf_for(python: str) -> str:
+    """The shipped conf/supervisord.conf with ``python`` as the programs' interpreter."""
+    text = (CHECKOUT / "conf" / "supervisord.conf").read_text()
+    if SHIPPED_INTERPRETER not in text:
+        raise RuntimeError(f"conf/supervisord.conf no longer names {SHIPPED_INTERPRETER}")
+    return text.replace(SHIPPED_INTERPRETER, python)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return "\n".join(f"  {line}" for line in out.stdout.splitlines())
+
+
+def _tool(name: str) -> str:
+    """A console script of this installation (supervisord, supervisorctl)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def build_sandbox(root: Path) -> Path:
+    """Create the demo sandbox at ``root``; returns its config file."""
+    if (root / "conf" / "supervisord.conf").exists():
+        shutdown(root)
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "conf").mkdir(parents=True)
+    for sub in ("state", "logs"):
+        (root / sub).mkdir()
+    origin, repo = root / "origin.git", root / "repo"
+    _git(root, "init", "-q", "--bare", "-b", "main", str(origin))
+    _git(root, "init", "-q", "-b", "main", str(repo))
+    _git(repo, "config", "user.name", "tac8 demo")
+    _git(repo, "config", "user.email", "demo@tac8.invalid")
+    (repo / "README.md").write_text("# A sandbox project\n\nThe tac8 demo's agents work here.\n")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "-q", "-m", "Initial commit")
+    _git(repo, "remote", "add", "origin", str(origin))
+    _git(repo, "push", "-q", "origin", "main")
+
+    (root / "tasks.md").write_text(DEMO_TASKS)
+    config = root / "conf" / "tac8.toml"
+    config.write_text(DEMO_CONFIG)
+    template = read_record(CHECKOUT / "conf" / "worker_template.md")
+    template.meta["command"] = [sys.executable, "-m", "shared.demo_agent",
+                                "--output-format", "stream-json"]
+    template.meta["env"] = {}
+    write_record(root / "conf" / "worker_template.md", template.meta, template.body)
+    (root / "conf" / "supervisord.conf").write_text(supervisord_conf_for(sys.executable))
+    load_config(config)  # the sandbox must be a valid installation
+    return config
+
+
+def _supervisorctl(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([_tool("supervisorctl"), "-c", str(root / "conf" / "supervisord.conf"),
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def start(root: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("TAC8_CONFIG", None)  # the programs get --config from supervisord.conf
+    subprocess.run([_tool("supervisord"), "-c", str(root / "conf" / "supervisord.conf")],
+                   check=True, env=env, cwd=root, timeout=60)
+
+
+def shutdown(root: Path) -> None:
+    """Stop the sandbox's supervisord if it runs, and wait until it has exited."""
+    pidfile = root / "state" / "supervisord.pid"
+    _supervisorctl(root, "shutdown")
+    deadline = time.monotonic() + 30
+    while pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def counts(config: Path) -> dict[str, int]:
+    board = read_board(load_config(config).tasks_file)
+    return {section: len(board.tasks(section)) for section in SECTIONS}
+
+
+def wait_until_settled(config: Path, say: Callable[[str], None],
+                       timeout: float = SETTLE_TIMEOUT) -> bool:
+    """Print progress until nothing is Pending or Active; False on timeout."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        now = counts(config)
+        line = " · ".join(f"{name} {n}" for name, n in now.items() if n)
+        if line != last:
+            say(f"  {time.strftime('%H:%M:%S')}  {line}")
+            last = line
+        if now[PENDING] == 0 and now[ACTIVE] == 0:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def run_demo(root: Path, say: Callable[[str], None] = print) -> int:
+    root = root.absolute()
+    say(f"tac8 demo: building a sandbox in {root}")
+    config = build_sandbox(root)
+    say("  a repository with a bare origin, tasks.md with 4 tasks, the demo agent, no GitHub")
+    say(f"tac8 demo: starting supervisord ({root / 'conf' / 'supervisord.conf'})")
+    start(root)
+    try:
+        say(_supervisorctl(root, "status").stdout.rstrip())
+        say("tac8 demo: working (tasks.md sections, as they change)")
+        settled = wait_until_settled(config, say)
+        time.sleep(1.5)  # let the metrics program write its last figures
+        status = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(config),
+                                 "status"], capture_output=True, text=True, timeout=60)
+        say(status.stdout.rstrip() or status.stderr.rstrip())
+        say("tac8 demo: branches pushed to the sandbox origin")
+        say(_git(root / "origin.git", "branch", "--list", "--format=%(refname:short)  %(subject)"))
+    finally:
+        say("tac8 demo: shutting supervisord down")
+        shutdown(root)
+    if not settled:
+        say(f"tac8 demo: tasks had not settled after {SETTLE_TIMEOUT:.0f}s; see {root / 'logs'}")
+        return 1
+    say(f"tac8 demo: done. Look around in {root} (tasks.md, state/, logs/, metrics.json).")
+    return 0
