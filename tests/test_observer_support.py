@@ -163,3 +163,9 @@ def events(cfg: Config, kind: str | None = None) -> list[dict[str, Any]]:
 def applied(cfg: Config, task: str) -> list[str]:
     record = runs.read_run(cfg, task)
     return list((record.meta.get("applied") or []) if record else [])
+
+
+def settled(cfg: Config, task: str, *steps: str) -> bool:
+    """``steps`` are in the run's ``applied`` and its events are delivered (none staged)."""
+    done = applied(cfg, task)
+    return set(steps) <= set(done) and not any(e.startswith("event:") for e in done)

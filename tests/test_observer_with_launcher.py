@@ -8,8 +8,8 @@ import pytest
 from shared import runs
 from shared.tasks import COMPLETED, FAILED
 from tests.agents import use_agent, wait_for
-from tests.test_observer_support import (ServiceProcess, add_task, applied, events, line_of,
-                                         section_of)
+from tests.test_observer_support import (ServiceProcess, add_task, events, line_of,
+                                         section_of, settled)
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_failed_attempts_are_retried_by_the_launcher_until_the_task_fails(sandbo
     services()
 
     wait_for(lambda: section_of(cfg, task) == FAILED, timeout=60, what="the final failure")
-    wait_for(lambda: "announced" in applied(cfg, task), what="the failure announced")
+    wait_for(lambda: settled(cfg, task, "announced"), what="the failure announced")
     assert line_of(cfg, task).detail("Failed").endswith("· attempt 3/3")
     assert [e["attempt"] for e in events(cfg, "task_retry")] == [2, 3]
     assert [e["attempt"] for e in events(cfg, "task_failed")] == [3]
@@ -49,7 +49,7 @@ def test_a_launched_task_that_pushes_is_completed_and_not_launched_again(sandbox
     task = add_task(cfg, "Works first time")
     services()
 
-    wait_for(lambda: {"completed", "announced", "cleaned"} <= set(applied(cfg, task)),
+    wait_for(lambda: settled(cfg, task, "completed", "announced", "cleaned"),
              timeout=60, what="completion and cleanup")
     line = line_of(cfg, task)
     assert section_of(cfg, task) == COMPLETED and line.detail("Pushed") == cfg.branch(task)

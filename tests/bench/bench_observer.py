@@ -29,7 +29,7 @@ from shared.program import Program
 from shared.records import render_record, write_record
 from tests.agents import FAKE_AGENT, TEMPLATE_BODY, wait_for
 from tests.sandbox import EMPTY_QUEUE, GIT_IDENTITY, Sandbox
-from tests.test_observer_support import ServiceProcess, add_task, applied, launch
+from tests.test_observer_support import ServiceProcess, add_task, launch, settled
 
 TRIALS = 60
 POLL = 0.0005  # seconds
@@ -105,7 +105,7 @@ def stop_latencies(box: Sandbox, tmp: Path) -> tuple[list[float], float]:
                                  what="the stop signal")
             latencies.append((int(signalled) - touched) / 1e6)
             worker.wait()
-            wait_for(lambda: "announced" in applied(cfg, task), what="Stopped applied")
+            wait_for(lambda: settled(cfg, task, "announced"), what="Stopped applied")
         rss = psutil.Process(observer.proc.pid).memory_info().rss / 2**20
     finally:
         observer.stop()
@@ -142,7 +142,7 @@ def marker_latencies(box: Sandbox, tmp: Path) -> list[float]:
                     raise AssertionError(f"{task}: the worker ended without a PR marker")
                 time.sleep(POLL)
             worker.wait()
-            wait_for(lambda: "cleaned" in applied(cfg, task), what="cleanup")
+            wait_for(lambda: settled(cfg, task, "announced", "cleaned"), what="cleanup")
     finally:
         observer.stop()
     return latencies
