@@ -11,7 +11,7 @@ Files it writes, per launch and in this order: the worktree (``shared.worktree``
 (``state/runs/<task>.prompt``), a fresh run record, the Pending → Active move with marker
 ``🟡 w-…`` and ``- Started: <time> · attempt K/N · <tree> · <branch>``; then it starts
 ``python -m services.worker <task>`` in a new session (stopping or killing the launcher
-never stops a worker), adds the worker's pid to the record and emits ``worker_launched``.
+never stops a worker), emits ``worker_launched`` and adds the worker's pid to the record.
 The task's liveness lock is taken *before* all that and handed to the worker
 (``--lock-fd``), so the task is never Active without a live holder unless the launcher died
 mid-launch, which the observer then sees as a dead worker; and it cannot be launched twice.
@@ -257,9 +257,9 @@ class Launcher:
             except OSError as exc:
                 self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {exc}")
                 return False
-        runs.update_run(cfg, task_id, lambda record: record.meta.update(pid=proc.pid))
         emit(cfg.events_dir, "worker_launched", task_id, worker_id=worker_id, attempt=attempt,
-             pid=proc.pid)
+             pid=proc.pid)  # first: a pid in the record means the launch was counted
+        runs.update_run(cfg, task_id, lambda record: record.meta.update(pid=proc.pid))
         self.children[task_id] = proc
         threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
         self.launch_failures.pop(task_id, None)
