@@ -25,7 +25,7 @@ from shared.locks import hold
 from shared.pause import pause, read_pause, resume
 from shared.retry import stamp
 from shared.tasks import ACTIVE, PENDING, read_board
-from tests.agents import FAKE_AGENT, descendants, events_of, survivors, use_agent, \
+from tests.agents import descendants, events_of, survivors, use_agent, \
     use_command, wait_for, zombies
 from tests.sandbox import git
 
@@ -370,3 +370,28 @@ def test_critical_health_pauses_once_and_a_person_may_resume(sandbox, pids, laun
     queue(sandbox, "[] t-1: Runs although health is still critical")
     wait_for(lambda: finished(cfg, "t-1"), what="t-1")
     assert read_pause(cfg) is None and len(events_of(cfg, "paused")) == 1
+
+
+def test_sigterm_stops_the_launcher_at_once_and_leaves_the_worker_running(
+        sandbox, pids, launchers, subreaper):
+    cfg = setup(sandbox, pids, "commit", "2.0")
+    queue(sandbox, "[] t-1: Outlives the launcher")
+    launcher = launchers.start(cfg)
+    pid = wait_for(lambda: (r := runs.read_run(cfg, "t-1")) and r.meta.get("pid"),
+                   what="the worker to start")
+    began = time.monotonic()
+    launchers.stop(launcher)
+    assert time.monotonic() - began < 3
+    assert runs.worker_alive(cfg, "t-1") and runs.read_run(cfg, "t-1").meta.get("outcome") is None
+    os.waitpid(pid, 0)  # orphaned to us (the subreaper), as to init in real life
+    assert runs.read_run(cfg, "t-1").meta["outcome"] == "pr"
+
+
+def test_low_memory_holds_launches(sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "commit")
+    cfg = sandbox.write_config(launcher={"min_free_memory_mb": 10**9})
+    queue(sandbox, "[] t-1: Needs memory")
+    launcher = launchers.start(cfg)
+    wait_for(lambda: "not launching:" in launcher.log.read_text(), what="the memory warning")
+    assert "below min_free_memory_mb 1000000000" in launcher.log.read_text()
+    assert runs.read_run(cfg, "t-1") is None and not events_of(cfg, "worker_launched")
