@@ -273,3 +273,17 @@ def test_many_runs_leave_no_zombie_and_no_orphan(sandbox, pids):
         run_worker(cfg, task=task)
         assert survivors(pids) == [] and descendants() == []
     assert len(list(pids.iterdir())) == 4  # 2 daemons + 2 grandchildren existed, all gone
+
+
+def test_an_inherited_lock_descriptor_must_be_the_tasks_lock(sandbox, tmp_path):
+    from shared.locks import AlreadyHeld, adopt
+
+    cfg = sandbox.cfg
+    cfg.liveness_lock(TASK).parent.mkdir(parents=True, exist_ok=True)
+    cfg.liveness_lock(TASK).touch()
+    with hold(tmp_path / "other.lock") as other:
+        with pytest.raises(AlreadyHeld, match="another file"):
+            adopt(cfg.liveness_lock(TASK), other.fileno())
+    with hold(cfg.liveness_lock(TASK)) as mine:
+        adopted = adopt(cfg.liveness_lock(TASK), mine.fileno())
+        assert runs.worker_alive(cfg, TASK) and adopted.fileno() == mine.fileno()
