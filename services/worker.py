@@ -20,9 +20,10 @@ ended it kills and reaps every remaining descendant.
 
 Outcome, from the tree rather than the exit code: ``BLOCKED.md`` → blocked; a stop asked for
 by a person → WIP commit → stopped; a stream-json agent with no final ``result`` line, or
-``is_error: true``, or a limit hit → failed; new commits (leftovers committed first) → push,
-open the PR unless one is open for the branch, PR marker → pr; otherwise failed ("exited
-without changes"), even with exit code 0.
+``is_error: true``, or a limit hit → failed; new commits (leftovers committed first), or an
+earlier attempt's work that never reached a PR (unpushed, or pushed with no PR marker) →
+push, open the PR unless one is open for the branch, PR marker → pr; otherwise failed
+("exited without changes"), even with exit code 0.
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ class StreamJson:
             return
         if isinstance(message, dict) and message.get("type") == "result":
             self.result = message
+
+
+class PullRequestError(RuntimeError):
+    """GitHub did not let the worker find or open the branch's PR."""
 
 
 @dataclass
@@ -392,31 +397,46 @@ class Worker:
         worktree.commit_all(tree, f"{title}\n\nChanges the agent left uncommitted, "
                                   f"committed by tac8 ({meta.get('worker_id')}).\n")
         commit = worktree.head(tree)
-        if commit == start_head and worktree.unpublished_commits(self.cfg, tree) == 0:
+        if commit == start_head and not self.undelivered(commit):
             return Outcome(runs.FAILED, error="exited without changes"
                            + (f" (exit code {agent.exit_code})" if agent.exit_code else ""))
         try:
             worktree.push(self.cfg, tree, branch)
         except worktree.GitError as exc:
             return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit)
-        pr = self.open_pr(title, commit)
+        try:
+            pr = self.open_pr(title)
+        except PullRequestError as exc:
+            return Outcome(runs.FAILED, commit=commit,
+                           error=f"pushed {branch}, but could not open its PR: {exc}")
         runs.write_pr_marker(self.cfg, self.task, url=pr["url"], number=pr["number"],
                              head=branch, commit=commit, found_by="worker")
         return Outcome(runs.PR, commit=commit, pr=pr)
 
-    def open_pr(self, title: str, commit: str) -> dict[str, Any]:
+    def undelivered(self, commit: str) -> bool:
+        """Work from an earlier attempt that never reached a PR: commits not pushed, or
+        commits beyond the base that no PR marker names (the push worked, the PR did not)."""
+        if worktree.unpublished_commits(self.cfg, self.tree):
+            return True
+        marker = runs.read_pr_marker(self.cfg, self.task)
+        return (marker or {}).get("commit") != commit and worktree.commits_ahead(self.cfg, self.tree) > 0
+
+    def open_pr(self, title: str) -> dict[str, Any]:
         """The open PR for the branch, created unless one exists; with no GitHub repo
         configured the pushed branch is the result (url empty)."""
         if not self.cfg.github.repo:
             return {"url": "", "number": None, "created": False}
-        from shared.github import GitHub  # only a worker that opens PRs needs gh
+        from shared.github import GitHub, GitHubError  # only a worker that opens PRs needs gh
 
         github = GitHub.from_config(self.cfg)
         branch = self.cfg.branch(self.task)
-        pr = github.find_open_pr(branch)
-        created = pr is None
-        if created:
-            pr = github.create_pr(branch, self.cfg.repo.base_branch, title, self.pr_body())
+        try:
+            pr = github.find_open_pr(branch)
+            created = pr is None
+            if created:
+                pr = github.create_pr(branch, self.cfg.repo.base_branch, title, self.pr_body())
+        except GitHubError as exc:
+            raise PullRequestError(str(exc)) from None
         return {"url": _field(pr, "html_url", "url"), "number": _field(pr, "number"),
                 "created": created}
 

@@ -132,6 +132,11 @@ def unpublished_commits(cfg: Config, tree: Path) -> int:
     return int(git(tree, "rev-list", "--count", "HEAD", "--not", f"--remotes={cfg.repo.remote}"))
 
 
+def commits_ahead(cfg: Config, tree: Path) -> int:
+    """Commits on the tree's HEAD that the base it started from does not have."""
+    return int(git(tree, "rev-list", "--count", f"{start_point(cfg)}..HEAD"))
+
+
 @dataclass(frozen=True)
 class TreeStatus:
     """What removing a tree would lose; ``keep_reason`` is None when nothing."""

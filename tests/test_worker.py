@@ -287,3 +287,25 @@ def test_an_inherited_lock_descriptor_must_be_the_tasks_lock(sandbox, tmp_path):
     with hold(cfg.liveness_lock(TASK)) as mine:
         adopted = adopt(cfg.liveness_lock(TASK), mine.fileno())
         assert runs.worker_alive(cfg, TASK) and adopted.fileno() == mine.fileno()
+
+
+def test_a_pr_that_github_refused_is_opened_by_the_next_attempt(sandbox, pids, fake_github):
+    sandbox.write_config(github={"repo": fake_github.repo})
+    cfg = prepare(sandbox, pids, "commit", task="gh-6", title="Flaky GitHub")
+    fake_github.fail_next(1, status=502, match="/pulls")
+    meta = run_worker(cfg, task="gh-6").meta
+    assert meta["outcome"] == "failed" and "could not open its PR" in meta["error"]
+    assert origin_has(sandbox, "auto/gh-6") and fake_github.open_prs() == []
+
+    # The retry's agent has nothing left to do: the pushed work still becomes the PR.
+    cfg = use_agent(sandbox, "noop", env={"FAKE_AGENT_PIDS": str(pids)})
+    runs.start_run(cfg, "gh-6", {"task": "gh-6", "worker_id": "w-def456", "attempt": 2,
+                                 "branch": "auto/gh-6", "title": "Flaky GitHub"})
+    meta = run_worker(cfg, task="gh-6").meta
+    [pr] = fake_github.open_prs()
+    assert meta["outcome"] == "pr" and runs.read_pr_marker(cfg, "gh-6")["url"] == pr["html_url"]
+
+    # Once delivered, an attempt that changes nothing has nothing to deliver.
+    runs.start_run(cfg, "gh-6", {"task": "gh-6", "worker_id": "w-0f0f0f", "attempt": 3,
+                                 "branch": "auto/gh-6", "title": "Flaky GitHub"})
+    assert run_worker(cfg, task="gh-6").meta["error"] == "exited without changes"
