@@ -95,8 +95,7 @@ def _makespan(root: Path) -> list[tuple]:
         ("launcher", "launch time per task beyond git worktree add (median / p95)",
          f"{statistics.median(launches):.1f} / {sorted(launches)[int(len(launches) * .95)]:.1f} ms"
          f" over {len(launches)} launches", "-"),
-        ("launcher", "slot time per task beyond the agent's 0.5 s (makespan x workers / tasks"
-                     " - 0.5 s: worker start-up, git push, records, relaunch)",
+        ("launcher", "slot overhead per task (makespan x workers / tasks - agent time)",
          f"{(makespan * WORKERS / TASKS - AGENT_SECONDS) * 1000:.0f} ms", "-"),
         ("launcher", "most worker processes at once (sampled every 50 ms)", f"{peak_alive:.0f}",
          f"<= {WORKERS}"),
