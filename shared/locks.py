@@ -59,24 +59,29 @@ def holder(path: Path) -> str:
         return ""
 
 
+def _flock_within(fd: int, seconds: float) -> bool:
+    """Take an exclusive flock on ``fd``, retrying for up to ``seconds``; False if not."""
+    deadline = time.monotonic() + seconds
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` for the ``with`` block, waiting up to ``timeout``."""
     fd = _open_lockfile(path)
-    deadline = time.monotonic() + timeout
-    pause = 0.0005
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"{path}: still locked after {timeout:g}s by {holder(path) or 'unknown'}"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.02)
+        if not _flock_within(fd, timeout):
+            raise LockTimeout(
+                f"{path}: still locked after {timeout:g}s by {holder(path) or 'unknown'}")
         _describe_holder(fd)
         try:
             yield
@@ -117,17 +122,10 @@ def hold(path: Path, wait: float = 2.0) -> HeldLock:
     ``wait`` covers the instant in which an ``is_held`` probe holds a shared lock.
     """
     fd = _open_lockfile(path)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                who = holder(path)
-                os.close(fd)
-                raise AlreadyHeld(f"{path} is held by {who or 'another process'}") from None
-            time.sleep(0.01)
+    if not _flock_within(fd, wait):
+        who = holder(path)
+        os.close(fd)
+        raise AlreadyHeld(f"{path} is held by {who or 'another process'}")
     _describe_holder(fd)
     return HeldLock(path, fd)
 
