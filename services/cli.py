@@ -50,7 +50,10 @@ SECTION_LINES = 8  # tasks listed per section by `status`
 LOG_TAIL_BYTES = 64 * 1024  # how much of a log `status` reads for the last output line
 FOLLOW_POLL = 0.25  # seconds between reads of a followed log
 MIN_FREE_DISK_MB = 1024
-MIN_INOTIFY_WATCHES = 65536  # the observer watches every tree recursively
+# The programs watch a few directories each, plus the top of every running task's tree, and
+# watchdog opens one inotify instance per watched directory: modest needs, but a box that
+# also runs editors or IDE servers can exhaust the kernel defaults.
+MIN_INOTIFY_WATCHES = 8192
 MIN_INOTIFY_INSTANCES = 128
 COMMAND_TIMEOUT = 20  # seconds for each external command doctor runs
 
