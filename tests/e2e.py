@@ -135,9 +135,6 @@ class Installation:
     def supervisord_log(self) -> str:
         return (self.root / "logs" / "supervisord.log").read_text()
 
-    def program_log(self, name: str) -> str:
-        return (self.root / "logs" / f"{name}.log").read_text(errors="replace")
-
     def close(self) -> list[int]:
         """Shut supervisord down, then kill every process the installation left (workers,
         agents, and supervisord itself if it did not exit). Returns the pids killed."""
