@@ -62,6 +62,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from watchdog.events import FileCreatedEvent, FileMovedEvent
+
 from shared import tasks
 from shared.events import emit
 from shared.fsio import atomic_write, fsync_dir, pending, sweep_tmp
@@ -75,7 +77,6 @@ log = logging.getLogger("fetcher")
 
 BACKOFF_CAP = 600.0  # seconds between attempts during an outage, at most
 RATE_WAIT_CAP = 3600.0  # the primary limit resets within an hour; a Pi's clock may be off
-TICK = 1.0  # seconds: how often the loop looks at the outbox and its timers
 SENT_KEYS_KEPT = 2000
 COMMENT_LIMIT = 65000  # GitHub rejects comments over 65536 characters
 _PRIORITY_LABEL = re.compile(r"priority:\s*p([0-3])", re.I)
@@ -172,6 +173,12 @@ class Fetcher:
         self.last_rate_bucket: int | None = None
         self._archive_key: tuple | None = None
         self._archive_ids: set[str] = set()
+
+    def seconds_until_due(self) -> float:
+        """How long the loop may sleep before a poll or the end of a wait is due."""
+        if self.gh is None:
+            return float("inf")  # nothing to poll: only the heartbeat wakes the loop
+        return max(self.next_poll, self.not_before) - time.monotonic()
 
     # --- the loop body ---
     def step(self) -> None:
@@ -462,7 +469,10 @@ def main(argv: list[str] | None = None) -> int:
             prog.log.info("[github] repo is empty: nothing to fetch, keeping the heartbeat")
         fetcher = Fetcher(prog.cfg, gh, prog.stopping)
         sweep_tmp(prog.cfg.outbox_dir)  # items a crashed producer never finished staging
-        prog.run(fetcher.step, interval=min(TICK, prog.cfg.github.poll_interval or TICK))
+        # A comment queued by the observer wakes the loop; otherwise it sleeps until a poll
+        # (or the end of a backoff) is due: an idle Pi should not pay for a ticking loop.
+        prog.watch(prog.cfg.outbox_dir / "new", event_filter=[FileCreatedEvent, FileMovedEvent])
+        prog.run(fetcher.step, interval=fetcher.seconds_until_due)
     return 0
 
 

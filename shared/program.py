@@ -148,15 +148,22 @@ class Program:
         os.utime(path)
         self._last_beat = now
 
-    def run(self, cycle: Callable[[], Any], interval: float) -> None:
-        """Call ``cycle`` on every wake-up and at least every ``interval`` seconds."""
+    def run(self, cycle: Callable[[], Any], interval: float | Callable[[], float]) -> None:
+        """Call ``cycle`` on every wake-up and at least every ``interval`` seconds.
+
+        ``interval`` may be a function, asked after each cycle (e.g. "until the next poll is
+        due"); the loop still turns at least once a heartbeat period, so the heartbeat of a
+        program that sleeps long stays fresh."""
         while not self.stopping.is_set():
             self._wake.clear()
+            seconds = interval if not callable(interval) else None
             try:
                 cycle()
             except Exception:  # a bad cycle must not end a 24/7 program; it is logged
                 self.log.exception("cycle failed")
-                self.sleep(min(interval, 5.0))
+                self.sleep(5.0)
             self.heartbeat()
+            if seconds is None:
+                seconds = interval()
             if not self.stopping.is_set():
-                self.wait(interval)
+                self.wait(min(max(seconds, 0.0), HEARTBEAT_EVERY))
