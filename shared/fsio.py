@@ -29,8 +29,9 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so that readers see all of it or none of it."""
+def stage_file(path: Path, data: str | bytes, *, mode: int = 0o644) -> Path:
+    """Write ``data`` to a durable temporary file beside ``path``; returns it. Publish it
+    with ``publish_file`` (or unlink it to give up)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -41,11 +42,26 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
             out.write(raw)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    return tmp
+
+
+def publish_file(staged: Path, path: Path) -> None:
+    """Rename a ``stage_file`` result onto ``path`` and make the rename durable."""
+    os.replace(staged, path)
+    fsync_dir(Path(path).parent)
+
+
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see all of it or none of it."""
+    staged = stage_file(path, data, mode=mode)
+    try:
+        publish_file(staged, Path(path))
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
 
 
 def unique_name() -> str:

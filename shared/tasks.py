@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from shared.fsio import atomic_write
+from shared.fsio import publish_file, stage_file
 from shared.locks import file_lock
 
 ACTIVE, PENDING, BLOCKED, STOPPED, FAILED, COMPLETED = (
@@ -349,21 +349,18 @@ def parse(text: str) -> Board:
             section = heading
             items.append(line)
             continue
-        task = _parse_task_line(line.text)
+        # Text before the first section or under an unknown heading is prose, kept as it is
+        # (a Markdown link there is not a task); inside a known section, a line that is not
+        # a task and not a comment is worth reporting.
+        task = _parse_task_line(line.text) if section is not None else None
         if task is not None:
             task.lines = [line]
             items.append(task)
             current = task
-            if section is None:
-                problems.append((number, line.text))  # a task outside any known section
             continue
         items.append(line)
-        # Free text before the first section or under an unknown heading is prose; inside a
-        # known section, or shaped like a task, a line we cannot read is worth reporting.
         stripped = line.text.strip()
-        if stripped.startswith("[") or (
-            section is not None and stripped and not stripped.startswith(("#", ">", "<!--"))
-        ):
+        if section is not None and stripped and not stripped.startswith(("#", ">", "<!--")):
             problems.append((number, line.text))
     if current is not None:
         current._as_read = current._state()
@@ -416,9 +413,13 @@ def transact(path: Path, change: Callable[[Board], T], *, lock_path: Path,
             new = board.render()
             if new == text:
                 return result
+            # Stage (write + fsync, slow on an SD card) first, then compare, then rename: the
+            # window in which a person's save could be overwritten is only the rename.
+            staged = stage_file(path, encode(new))
             if _read_bytes(path) != raw:
+                staged.unlink()
                 continue  # a person saved the file meanwhile: redo the change on their text
-            atomic_write(path, encode(new))
+            publish_file(staged, path)
             return result
     raise TasksConflict(f"{path}: changed under every one of {attempts} attempts")
 

@@ -189,3 +189,16 @@ def test_parse_after_render_is_stable(text):
     board.assign_ids()
     once = board.render()
     assert parse(once).render() == once
+
+
+def test_prose_outside_sections_is_never_rewritten():
+    """A Markdown link before the first section or under an unknown heading is prose."""
+    text = ("# Tasks\n[Project board](https://example.com/board) is where we plan.\n\n"
+            "## Notes\n[] not a task here\n\n## Pending\n[] real task\n")
+    board = parse(text)
+    assert [t.title for t in board.tasks()] == ["real task"]
+    assert board.problems == []
+    board.assign_ids()
+    out = board.render()
+    assert "[Project board](https://example.com/board) is where we plan.\n" in out
+    assert "[] not a task here\n" in out and "[] t-1: real task\n" in out
