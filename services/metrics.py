@@ -56,6 +56,9 @@ from shared.tasks import PENDING, read_board
 
 log = logging.getLogger("metrics")
 
+# The observer stages an event in events/tmp, records its name, then delivers it: a staged
+# event may wait there as long as the observer is down, so only week-old leftovers go.
+STAGED_EVENTS_KEPT = 7 * 24 * 3600.0
 REFRESH_EVERY = 30.0  # seconds between timer wake-ups when no event arrives
 FOLD_BATCH = 1000  # events folded per state write (bounds the state file and a crash's redo)
 SWEEP_EVERY = 3600.0  # seconds between sweeps of producers' crashed leftovers in events/tmp
@@ -409,7 +412,7 @@ class Service:
         if wait > 0 and not self.prog.sleep(wait):
             return
         if time.monotonic() >= self._next_sweep:
-            sweep_tmp(self.prog.cfg.events_dir)
+            sweep_tmp(self.prog.cfg.events_dir, older_than=STAGED_EVENTS_KEPT)
             self._next_sweep = time.monotonic() + SWEEP_EVERY
         folded = self.metrics.fold_pending()
         wrote = self.metrics.publish()
