@@ -41,4 +41,5 @@ else
 fi
 
 echo "tac8 install: checking the installation (tac8 doctor)"
+sleep 5  # supervisord's programs count as started after startsecs
 PATH="$checkout/.venv/bin:$PATH" .venv/bin/tac8 doctor
