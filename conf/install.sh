@@ -31,7 +31,8 @@ mkdir -p state logs
 [ "$(id -un)" = "$user" ] || $sudo chown -R "$user": .venv state logs tasks.md
 
 unit=/etc/systemd/system/tac8.service
-sed -e "s|@CHECKOUT@|$checkout|g" -e "s|@USER@|$user|g" conf/tac8.service | $sudo tee "$unit" >/dev/null
+home=$(getent passwd "$user" | cut -d: -f6)
+sed -e "s|@CHECKOUT@|$checkout|g" -e "s|@USER@|$user|g" -e "s|@HOME@|$home|g" conf/tac8.service | $sudo tee "$unit" >/dev/null
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     $sudo systemctl daemon-reload
     $sudo systemctl enable --now tac8.service
