@@ -69,7 +69,7 @@ from shared import runs
 from shared.config import Config
 from shared.events import emit, now_iso, render_event
 from shared.fsio import deliver, stage
-from shared.outbox import queue_comment
+from shared.outbox import issue_number, queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
 from shared.retry import next_retry, parse_stamp, retry_value, stamp
@@ -151,10 +151,6 @@ def _attempt(meta: dict[str, Any]) -> int:
 
 def _error(meta: dict[str, Any]) -> str:
     return str(meta.get("error") or "exited without a PR")
-
-
-def _issue(task: str) -> int | None:
-    return int(task[3:]) if task.startswith("gh-") and task[3:].isdigit() else None
 
 
 def _quote(text: str) -> str:
@@ -517,7 +513,7 @@ class TaskObserver:
         kind, details = plan.event
         staged = stage(self.cfg.events_dir,
                        render_event(kind, task, worker_id=worker, key=key, **details))
-        issue = _issue(task)
+        issue = issue_number(task)
         if plan.comment and issue is not None and self.cfg.github.repo:
             queue_comment(self.cfg, issue, task, key, plan.comment)
         if plan.transition == HALTED:
