@@ -328,9 +328,6 @@ class GitHub:
             {"state": "open", "sort": "updated", "direction": "desc", "per_page": PER_PAGE},
             cached=cached, project=project)
 
-    def list_open_prs(self) -> list[dict]:
-        return self.list_pulls().items
-
     def list_comments(self, issue: int) -> list[dict]:
         return self.list_pages(self._repo_path("issues", int(issue), "comments"),
                                {"per_page": PER_PAGE}).items

@@ -112,14 +112,14 @@ def test_find_open_pr_asks_once_and_ignores_forks(fake_github, gh):
     assert fake_github.requests[0].query["head"] == "octo:auto/gh-3"
 
 
-def test_list_open_prs_and_comments_paginate(fake_github, gh):
+def test_list_pulls_and_comments_paginate(fake_github, gh):
     for n in range(120):
         fake_github.add_pr(f"auto/t-{n}")
     fake_github.add_issue("talky")
     issue = max(fake_github.issues)
     for n in range(130):
         fake_github.add_comment(issue, f"comment {n}")
-    assert len(gh.list_open_prs()) == 120
+    assert len(gh.list_pulls().items) == 120
     assert [c["body"] for c in gh.list_comments(issue)] == [f"comment {n}" for n in range(130)]
 
 
@@ -148,7 +148,7 @@ def test_not_found_auth_network_timeout(fake_github, gh, monkeypatch):
     with pytest.raises(NotFound):
         gh.get_issue(99)
     with pytest.raises(NotFound):
-        GitHub("octo/elsewhere").list_open_prs()
+        GitHub("octo/elsewhere").list_pulls()
     monkeypatch.setenv("GH_TOKEN", "wrong")
     with pytest.raises(AuthError) as err:
         GitHub(fake_github.repo).get_issue(1)
@@ -180,14 +180,14 @@ def test_a_cancelled_call_ends_at_once(fake_github):
 def test_gh_missing_is_unavailable(tmp_path):
     client = GitHub("octo/demo", gh="gh-not-installed", env={"PATH": str(tmp_path)})
     with pytest.raises(Unavailable, match="not found"):
-        client.list_open_prs()
+        client.list_pulls()
 
 
 def test_gh_not_logged_in_is_an_auth_error(tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
            "GH_CONFIG_DIR": str(tmp_path / "gh"), "HTTPS_PROXY": "http://127.0.0.1:9"}
     with pytest.raises(AuthError):
-        GitHub("octo/demo", env=env).list_open_prs()
+        GitHub("octo/demo", env=env).list_pulls()
 
 
 def _recording_gh(tmp_path: Path) -> Path:
