@@ -10,7 +10,8 @@
   (``shared.tasks.edit_tasks``), drops ``STOP`` into the tree of an Active one,
   writes PR markers ``state/prs/<task>.md`` with ``found_by: fetcher``, and its own memory
   ``state/fetcher.md`` (frontmatter + a JSON body: the ETag'd listing pages, the untrusted
-  issues already counted, the outbox keys already sent).
+  issues already counted, the outbox keys already sent, the failed attempts of each
+  outbox item still in ``cur/``).
 
 Each poll (every ``poll_interval``) costs O(1) requests whatever the number of tasks: the
 open issues with the trigger label (pages), and — only while some task is Active — the open
@@ -38,11 +39,26 @@ ends with ``<!-- tac8:KEY -->``. After a send the key is recorded in ``state/fet
 ``comment_sent`` is emitted, and the item deleted. An item found in ``cur/`` may have been
 sent by a process that died (or a call that timed out after GitHub acted), so before it is
 sent it is looked for among the issue's comments; an item whose key is recorded is deleted
-unsent. Items that can never be sent (malformed, issue gone, rejected) go to ``bad/``.
+unsent. Items that can never be sent (malformed, issue gone, rejected) go to ``bad/`` at
+once; so does an item whose send failed ``SEND_ATTEMPTS`` times (each failure is counted in
+``state/fetcher.md``, so a restart does not reset it). Each move to ``bad/`` is logged and
+emits ``comment_set_aside``; a person may move the item back to ``new/`` to try again.
 
 Failures: a rate limit stops all calls until its reset (at most an hour, as a Pi's clock may
-be wrong); 5xx, network errors and auth errors back off exponentially from
-``poll_interval`` with jitter, capped at ``BACKOFF_CAP``, one ``github_api_error`` each.
+be wrong). A failed poll (5xx, network, auth) backs off exponentially from
+``poll_interval`` with jitter, capped at ``BACKOFF_CAP``, one ``github_api_error`` each; no
+call at all is made until then. The outbox has a backoff of its own, so a comment that
+cannot be sent never delays a poll:
+
+* an error that would fail any call alike (5xx, network, timeout, 401 or gh not logged in:
+  ``fails_every_call``) ends the pass: the whole outbox waits for its backoff;
+* a 403 (a token without Issues:write, a locked issue) may be about that one item: the
+  pass goes on with the next items, only the failed ones wait for the backoff, and new
+  items go out at once;
+* either way the failure counts against the item, and the outbox emits one
+  ``github_api_error`` when it starts failing (not one per attempt: that would make health
+  critical and pause launching over a comment), then only log lines until a pass in which
+  every waiting item went out or was set aside.
 ``rate_limit`` events report the remaining budget when it moves by a tenth (and when it
 runs out), not on every poll: events are files on an SD card. A
 failed poll changes nothing it has not finished, and the memory is saved only after a
@@ -58,17 +74,17 @@ import random
 import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
 from shared import tasks
-from shared.events import emit
+from shared.events import emit, iso_at, now_iso
 from shared.fsio import atomic_write, fsync_dir, pending, sweep_tmp
-from shared.github import GitHub, GitHubError, NotFound, RateLimited, Rejected
-from shared.outbox import ISSUE_COMMENT, comment_marker, marker_key
+from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
+                           Unavailable)
+from shared.outbox import ISSUE_COMMENT, comment_marker, issue_number, marker_key
 from shared.program import Program
 from shared.records import Record, RecordError, parse_record, read_record, render_record
 from shared.runs import write_pr_marker
@@ -78,7 +94,8 @@ log = logging.getLogger("fetcher")
 BACKOFF_CAP = 600.0  # seconds between attempts during an outage, at most
 RATE_WAIT_CAP = 3600.0  # the primary limit resets within an hour; a Pi's clock may be off
 SENT_KEYS_KEPT = 2000
-COMMENT_LIMIT = 65000  # GitHub rejects comments over 65536 characters
+SEND_ATTEMPTS = 5  # failed sends of one outbox item before it is set aside in bad/
+POSTED_BODY_LIMIT = 65000  # characters of an outbox item posted; GitHub rejects over 65536
 _PRIORITY_LABEL = re.compile(r"priority:\s*p([0-3])", re.I)
 
 
@@ -109,12 +126,6 @@ def priority_of(labels: list[str]) -> int:
     return min(found, default=tasks.DEFAULT_PRIORITY)
 
 
-def issue_number(task_id: str | None) -> int | None:
-    if task_id and task_id.startswith("gh-") and task_id[3:].isdigit():
-        return int(task_id[3:])
-    return None
-
-
 class Memory:
     """``state/fetcher.md``: written only by the (single) fetcher, so no lock."""
 
@@ -124,6 +135,7 @@ class Memory:
         self.pulls: list[dict] = []
         self.ignored: set[int] = set()
         self.sent: list[str] = []
+        self.attempts: dict[str, int] = {}  # outbox item name → failed sends so far
         self._saved: str | None = None
         try:
             data = json.loads(read_record(path).body or "{}")
@@ -131,6 +143,7 @@ class Memory:
             self.pulls = _pages(data.get("pulls"))
             self.ignored = {int(n) for n in data.get("ignored") or []}
             self.sent = [str(k) for k in data.get("sent") or []]
+            self.attempts = {str(k): int(v) for k, v in (data.get("attempts") or {}).items()}
         except FileNotFoundError:
             pass
         except (RecordError, ValueError, TypeError, AttributeError) as exc:
@@ -143,12 +156,13 @@ class Memory:
         """Write the memory if it changed since the last save (an unchanged poll, the
         common case, writes nothing)."""
         body = json.dumps({"issues": self.issues, "pulls": self.pulls,
-                           "ignored": sorted(self.ignored), "sent": self.sent},
+                           "ignored": sorted(self.ignored), "sent": self.sent,
+                           "attempts": self.attempts},
                           ensure_ascii=True, indent=0) + "\n"
         if body == self._saved:
             return
         meta = {"program": "fetcher", "pages": len(self.issues) + len(self.pulls),
-                "saved": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")}
+                "saved": now_iso()}
         atomic_write(self.path, render_record(meta, body))
         self._saved = body
 
@@ -170,6 +184,9 @@ class Fetcher:
         self.next_poll = 0.0  # monotonic
         self.not_before = 0.0  # monotonic: no GitHub call before this (backoff, rate limit)
         self.failures = 0
+        self.outbox_failures = 0  # consecutive outbox passes in which a send failed
+        self.outbox_retry_at = 0.0  # monotonic: no retry of a failed item before this
+        self.outbox_blocked = False  # the last failure fails every call: nothing is sent
         self.last_rate_bucket: int | None = None
         self._archive_key: tuple | None = None
         self._archive_ids: set[str] = set()
@@ -178,7 +195,10 @@ class Fetcher:
         """How long the loop may sleep before a poll or the end of a wait is due."""
         if self.gh is None:
             return float("inf")  # nothing to poll: only the heartbeat wakes the loop
-        return max(self.next_poll, self.not_before) - time.monotonic()
+        due = self.next_poll
+        if self.outbox_blocked or self.memory.attempts:
+            due = min(due, self.outbox_retry_at)
+        return max(due, self.not_before) - time.monotonic()
 
     # --- the loop body ---
     def step(self) -> None:
@@ -190,29 +210,37 @@ class Fetcher:
             if time.monotonic() >= self.next_poll:
                 self.poll()
                 self.next_poll = time.monotonic() + self.cfg.github.poll_interval
-            self.send_outbox()
+                self.failures = 0
+            self.send_outbox()  # raises only RateLimited: its failures are its own
         except RateLimited as exc:
             wait = min(RATE_WAIT_CAP, max(1.0, exc.reset_at - time.time()))
             self.not_before = time.monotonic() + wait
             log.warning("rate limited (%s): waiting %.0fs", exc, wait)
             emit(self.cfg.events_dir, "rate_limit", remaining=exc.remaining,
-                 reset=_iso(exc.reset_at))
+                 reset=iso_at(exc.reset_at))
             self.last_rate_bucket = 0
         except GitHubError as exc:
-            if self.stopping is not None and self.stopping.is_set():
+            if self.stopped():
                 return  # a call cut short by SIGTERM is not an error
             self.failures += 1
-            ceiling = min(BACKOFF_CAP, max(self.cfg.github.poll_interval, 0.1)
-                          * 2.0 ** min(self.failures - 1, 32))
-            wait = random.uniform(ceiling / 2, ceiling)
+            wait = self.backoff(self.failures)
             self.not_before = time.monotonic() + wait
             log.warning("GitHub call failed (%s): attempt %d, next in %.1fs",
                         exc, self.failures, wait)
             emit(self.cfg.events_dir, "github_api_error", error=str(exc)[:300],
                  status=exc.status)
         else:
-            self.failures = 0
             self._note_rate()
+
+    def stopped(self) -> bool:
+        return self.stopping is not None and self.stopping.is_set()
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row: doubling from
+        ``poll_interval``, capped at ``BACKOFF_CAP``, with jitter within [½, 1]."""
+        ceiling = min(BACKOFF_CAP, max(self.cfg.github.poll_interval, 0.1)
+                      * 2.0 ** min(failures - 1, 32))
+        return random.uniform(ceiling / 2, ceiling)
 
     def _note_rate(self) -> None:
         """A ``rate_limit`` event when the remaining budget moves by a tenth of the limit
@@ -224,7 +252,7 @@ class Fetcher:
         if bucket != self.last_rate_bucket:
             self.last_rate_bucket = bucket
             emit(self.cfg.events_dir, "rate_limit", remaining=rate.remaining,
-                 reset=_iso(rate.reset) if rate.reset else None)
+                 reset=iso_at(rate.reset) if rate.reset else None)
 
     # --- polling ---
     def poll(self) -> None:
@@ -397,21 +425,83 @@ class Fetcher:
 
     # --- outbox ---
     def send_outbox(self) -> None:
+        """One pass over ``cur/`` then ``new/``, oldest first (the rules for failures are in
+        the module docstring); raises only ``RateLimited``."""
         outbox = self.cfg.outbox_dir
-        cur = outbox / "cur"
-        suspects = {p.name for p in pending_in(cur)}
-        for item in pending_in(cur) + pending(outbox):
-            if self.stopping is not None and self.stopping.is_set():
+        retrying = time.monotonic() >= self.outbox_retry_at
+        if self.outbox_blocked and not retrying:
+            return
+        claimed = pending(outbox, "cur")
+        self._forget_attempts_of_gone({p.name for p in claimed})
+        suspects = {p.name for p in claimed}
+        failure: GitHubError | None = None
+        for item in claimed + pending(outbox):
+            if self.stopped():
                 return
+            if item.name in self.memory.attempts and not retrying:
+                continue  # failed before: waits for the retry time
             if item.parent.name == "new":
-                claimed = cur / item.name
-                cur.mkdir(parents=True, exist_ok=True)
-                os.replace(item, claimed)
-                fsync_dir(cur)
-                item = claimed
-            self.send_item(item, maybe_sent=item.name in suspects)
+                item = self.claim(item)
+            try:
+                self.send_item(item, maybe_sent=item.name in suspects)
+            except RateLimited:
+                raise
+            except GitHubError as exc:
+                if self.stopped():
+                    return
+                failure = exc
+                if fails_every_call(exc):
+                    break
+        self.end_pass(failure)
+
+    def claim(self, item: Path) -> Path:
+        """Move an item from ``new/`` to ``cur/`` before its send (see the docstring)."""
+        cur = self.cfg.outbox_dir / "cur"
+        cur.mkdir(parents=True, exist_ok=True)
+        claimed = cur / item.name
+        os.replace(item, claimed)
+        fsync_dir(cur)
+        return claimed
+
+    def _forget_attempts_of_gone(self, present: set[str]) -> None:
+        """Drop the failure counts of items no longer in ``cur/`` (a person moved them)."""
+        if set(self.memory.attempts) - present:
+            self.memory.attempts = {n: c for n, c in self.memory.attempts.items()
+                                    if n in present}
+            self.memory.save()
+
+    def count_failure(self, item: Path, exc: GitHubError, issue: int, key: str) -> None:
+        attempts = self.memory.attempts.pop(item.name, 0) + 1
+        if attempts >= SEND_ATTEMPTS:
+            self.set_aside(item, f"{attempts} sends failed, the last: {exc}", issue, key)
+        else:
+            self.memory.attempts[item.name] = attempts
+            log.warning("outbox item %s: send failed (%s), attempt %d of %d",
+                        item.name, exc, attempts, SEND_ATTEMPTS)
+        self.memory.save()
+
+    def end_pass(self, failure: GitHubError | None) -> None:
+        """Schedule the retry of failed items, or end a failing streak."""
+        if failure is None:
+            if not self.memory.attempts and self.outbox_failures:
+                log.info("outbox: sending again after %d failed passes", self.outbox_failures)
+                self.outbox_failures = 0
+                self.outbox_blocked = False
+            return
+        self.outbox_failures += 1
+        wait = self.backoff(self.outbox_failures)
+        self.outbox_retry_at = time.monotonic() + wait
+        self.outbox_blocked = fails_every_call(failure)
+        log.warning("outbox: a send failed (%s); %s retried in %.1fs", failure,
+                    "the outbox is" if self.outbox_blocked else "failed items are", wait)
+        if self.outbox_failures == 1:
+            emit(self.cfg.events_dir, "github_api_error", error=str(failure)[:300],
+                 status=failure.status, during="outbox")
 
     def send_item(self, item: Path, maybe_sent: bool) -> None:
+        """Send one claimed item; an unsendable one goes to ``bad/``. Raises the
+        ``GitHubError`` of a send that may work later, counted against the item (unless
+        it is a rate limit or SIGTERM cut the call short)."""
         try:
             record = parse_record(item.read_text(encoding="utf-8"), str(item))
             meta = record.meta
@@ -430,36 +520,43 @@ class Fetcher:
                                   for c in self.gh.list_comments(issue)):
                 log.info("outbox %s: already on issue #%d", key, issue)
             else:
-                body = record.body[:COMMENT_LIMIT].rstrip("\n")
+                body = record.body[:POSTED_BODY_LIMIT].rstrip("\n")
                 self.gh.post_comment(issue, f"{body}\n\n{marker}\n")
                 log.info("outbox %s: comment posted on issue #%d", key, issue)
         except (NotFound, Rejected) as exc:
-            return self.set_aside(item, f"issue #{issue}: {exc}")
+            return self.set_aside(item, f"issue #{issue}: {exc}", issue, key)
+        except RateLimited:
+            raise
+        except GitHubError as exc:
+            if not self.stopped():
+                self.count_failure(item, exc, issue, key)
+            raise
         self.memory.remember_sent(key)
+        self.memory.attempts.pop(item.name, None)
         self.memory.save()
         emit(self.cfg.events_dir, "comment_sent", task=meta.get("task"), issue=issue, key=key)
         item.unlink()
 
-    def set_aside(self, item: Path, why: str) -> None:
-        """Move an item that can never be sent to ``outbox/bad/``."""
+    def set_aside(self, item: Path, why: str, issue: int | None = None,
+                  key: str | None = None) -> None:
+        """Move an item that will not be sent to ``outbox/bad/``."""
         log.error("outbox item %s set aside in bad/: %s", item.name, why)
         bad = self.cfg.outbox_dir / "bad"
         bad.mkdir(parents=True, exist_ok=True)
         os.replace(item, bad / item.name)
         fsync_dir(bad)
+        self.memory.attempts.pop(item.name, None)
+        self.memory.save()
+        emit(self.cfg.events_dir, "comment_set_aside", item=item.name, issue=issue, key=key,
+             reason=why[:300])
 
 
-def pending_in(directory: Path) -> list[Path]:
-    """Files in a maildir subdirectory (``cur/``), oldest first."""
-    try:
-        return sorted((directory / n for n in os.listdir(directory) if not n.startswith(".")),
-                      key=lambda p: p.name)
-    except FileNotFoundError:
-        return []
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
+def fails_every_call(exc: GitHubError) -> bool:
+    """Whether ``exc`` says GitHub cannot be reached or will not take any call from us
+    (5xx, network, timeout, bad credentials, gh not logged in) rather than refusing one
+    request (a 403 may be a token without the right to comment, or a locked issue)."""
+    return isinstance(exc, Unavailable) or (isinstance(exc, AuthError)
+                                            and exc.status in (None, 401))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ from typing import Any, Iterator
 from watchdog.events import EVENT_TYPE_CREATED, EVENT_TYPE_MOVED
 
 from shared.config import Config
+from shared.events import iso_at
 from shared.fsio import atomic_write, pending, sweep_tmp
 from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages, is_stale, read_metrics
 from shared.locks import is_held
@@ -124,10 +125,6 @@ def _local_date(epoch: float) -> str:
     return datetime.fromtimestamp(epoch).astimezone().date().isoformat()
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
-
-
 class Tally:
     """Everything folded so far: the durable state of the metrics program."""
 
@@ -182,7 +179,7 @@ class Tally:
         elif kind == "run_finished":
             self._fold_run(meta, at)
         self.history.append({
-            "timestamp": meta["at"] if isinstance(meta.get("at"), str) else _iso(at),
+            "timestamp": meta["at"] if isinstance(meta.get("at"), str) else iso_at(at),
             "type": kind,
             "details": {k: _plain(v) for k, v in meta.items() if k not in ("type", "at")},
         })
@@ -304,7 +301,7 @@ class Metrics:
             "worktree_errors": t.counts.get("worktree_error", 0),
             "github_api_errors": t.counts.get("github_api_error", 0),
             "uptime_seconds": int(time.monotonic() - self.started),
-            "last_update": _iso(now),
+            "last_update": iso_at(now),
             "health": health,
             "health_reasons": reasons,
             "workers_stopped": t.outcomes.get("stopped", 0),

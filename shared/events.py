@@ -13,9 +13,10 @@ type                    by         details
 task_added              fetcher    issue, title
 issue_ignored           fetcher    issue, author, association (untrusted author)
 task_removed            fetcher    issue, reason (closed / unlabelled)
-github_api_error        fetcher    error, status
+github_api_error        fetcher    error, status; during: outbox (see services/fetcher)
 rate_limit              fetcher    remaining, reset
 comment_sent            fetcher    issue, key
+comment_set_aside       fetcher    item, issue, key, reason (moved to outbox/bad/)
 worker_launched         launcher   worker_id, attempt, pid
 launch_failed           launcher   error, attempt
 worktree_error          launcher   error
@@ -41,6 +42,7 @@ The observer's task_* events and its run_finished also carry ``worker_id`` and `
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,12 @@ from shared.records import render_record
 
 def now_iso() -> str:
     """The local time, ISO 8601 with offset, to the second."""
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    return iso_at(time.time())
+
+
+def iso_at(epoch: float) -> str:
+    """The moment ``epoch`` (seconds) in local time, ISO 8601 with offset, to the second."""
+    return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def emit(events_dir: Path, type: str, task: str | None = None, **details: Any) -> Path:

@@ -92,13 +92,15 @@ def deliver(staged: Path) -> Path:
     return final
 
 
-def pending(maildir: Path) -> list[Path]:
-    """Files waiting in ``maildir/new``, oldest first."""
+def pending(maildir: Path, subdir: str = "new") -> list[Path]:
+    """Files waiting in ``maildir/new`` (or another ``subdir``, e.g. a consumer's
+    ``cur``), oldest first."""
+    directory = Path(maildir) / subdir
     try:
-        names = sorted(n for n in os.listdir(Path(maildir) / "new") if not n.startswith("."))
+        names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
     except FileNotFoundError:
         return []
-    return [Path(maildir) / "new" / n for n in names]
+    return [directory / n for n in names]
 
 
 def sweep_tmp(maildir: Path, older_than: float = 3600.0) -> int:

@@ -59,6 +59,8 @@ class _Fault:
     match: str | None
     status: int = 502
     seconds: float = 0.0
+    method: str | None = None  # only requests with this method, e.g. "POST"
+    message: str = "Server Error"
 
 
 class FakeGitHub:
@@ -245,9 +247,14 @@ class FakeGitHub:
 
     # --- failure injection: each fault is used by one request; ``match``, a substring of
     # the path and query ("/pulls", "page=2"), limits which ---
-    def fail_next(self, count: int = 1, status: int = 502, match: str | None = None) -> None:
+    def fail_next(self, count: int = 1, status: int = 502, match: str | None = None, *,
+                  method: str | None = None, message: str = "Server Error") -> None:
+        """The next ``count`` matching requests (of ``method`` only, if given) answer
+        ``status`` with ``message``, e.g. 403 "Resource not accessible by personal access
+        token" for a token without the right to comment."""
         with self._lock:
-            self._faults += [_Fault("status", match, status=status) for _ in range(count)]
+            self._faults += [_Fault("status", match, status=status, method=method,
+                                    message=message) for _ in range(count)]
 
     def rate_limit_next(self, count: int = 1, reset_in: float = 2.0, status: int = 403,
                         match: str | None = None) -> None:
@@ -270,10 +277,11 @@ class FakeGitHub:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
             for n, fault in enumerate(self._faults):
-                if fault.match is None or fault.match in path:
+                if ((fault.match is None or fault.match in path)
+                        and fault.method in (None, method)):
                     return self._faults.pop(n)
         return None
 
@@ -486,7 +494,7 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
                            body=body)
             with fake._lock:
                 fake.requests.append(entry)
-            fault = fake._take_fault(f"{parts.path}?{parts.query}")
+            fault = fake._take_fault(self.command, f"{parts.path}?{parts.query}")
             if fault and fault.kind == "slow":
                 time.sleep(fault.seconds)
                 fault = None
@@ -498,7 +506,7 @@ def _handler_for(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Authorization", "") not in (f"token {TOKEN}", f"Bearer {TOKEN}"):
                 status, data, extra = 401, {"message": "Bad credentials"}, {}
             elif fault and fault.kind == "status":
-                status, data, extra = fault.status, {"message": "Server Error"}, {}
+                status, data, extra = fault.status, {"message": fault.message}, {}
             elif fault and fault.kind == "rate":
                 with fake._lock:
                     fake.rate_remaining = 0

@@ -280,6 +280,11 @@ def test_unsendable_items_are_set_aside(cfg, fake_github):
     assert sorted(p.name for p in (cfg.outbox_dir / "bad").iterdir())[1:] == ["junk", "other"]
     assert len(list((cfg.outbox_dir / "bad").iterdir())) == 3
     assert fake_github.issue_comments(1) == []
+    aside = {e["item"]: e for e in events(cfg, "comment_set_aside")}
+    assert sorted(aside)[1:] == ["junk", "other"]
+    assert aside["junk"]["reason"].startswith("malformed")
+    gone = aside[sorted(aside)[0]]
+    assert (gone["issue"], gone["key"]) == (42, "k1") and "404" in gone["reason"]
 
 
 # --- failures ---
