@@ -121,10 +121,29 @@ def head(tree: Path) -> str:
     return git(tree, "rev-parse", "HEAD")
 
 
+_PATH_AFTER = {"1": 8, "2": 9, "u": 10}  # fields before the path in `git status --porcelain=v2`
+
+
+def _status(tree: Path) -> tuple[str | None, list[str]]:
+    """From one ``git status``: the HEAD commit (None on an unborn branch) and the paths
+    with uncommitted changes or untracked (not ignored) files."""
+    head, dirty = None, []
+    out = git(tree, "status", "--porcelain=v2", "--branch", "--untracked-files=all")
+    for line in out.splitlines():
+        if line.startswith("# branch.oid "):
+            oid = line.removeprefix("# branch.oid ")
+            head = None if oid == "(initial)" else oid
+        elif line.startswith("? "):
+            dirty.append(line[2:])
+        elif line[:1] in _PATH_AFTER:  # a renamed entry ends with "<path>\t<old path>"
+            fields = _PATH_AFTER[line[0]]
+            dirty.append(line.split(" ", fields)[fields].split("\t")[0])
+    return head, dirty
+
+
 def dirty_paths(tree: Path) -> list[str]:
     """Paths with uncommitted changes or untracked (not ignored) files."""
-    out = git(tree, "status", "--porcelain", "--untracked-files=all")
-    return [line[3:] for line in out.splitlines() if line]
+    return _status(tree)[1]
 
 
 def unpublished_commits(cfg: Config, tree: Path) -> int:
@@ -232,14 +251,15 @@ def _identity_env(tree: Path) -> dict[str, str]:
         return {k: v for k, v in _FALLBACK_IDENTITY.items() if k not in os.environ}
 
 
-def commit_all(tree: Path, message: str) -> bool:
-    """Commit every change in ``tree`` (control files stay excluded); False if none."""
-    if not dirty_paths(tree):
-        return False
+def commit_all(tree: Path, message: str) -> str | None:
+    """Commit every change in ``tree`` (control files stay excluded); the HEAD commit then."""
+    current, dirty = _status(tree)
+    if not dirty:
+        return current
     git(tree, "add", "--all")
     git(tree, "-c", "gc.autoDetach=false", "commit", "--quiet", "--no-verify", "--file=-",
         stdin=message, env=_identity_env(tree))
-    return True
+    return head(tree)
 
 
 def push(cfg: Config, tree: Path, branch: str) -> None:

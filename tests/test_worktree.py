@@ -108,11 +108,26 @@ def test_control_files_are_never_committed(sandbox):
     tree = ensure(cfg, "t-1")
     (tree / "STOP").write_text("now\n")
     (tree / "BLOCKED.md").write_text("?\n")
-    assert worktree.commit_all(tree, "nothing") is False
+    before = git(tree, "rev-parse", "HEAD")
+    assert worktree.commit_all(tree, "nothing") == before  # nothing to commit
     (tree / "change.txt").write_text("a change\n")
-    assert worktree.commit_all(tree, "Leftovers\n\nfrom the agent\n") is True
+    after = worktree.commit_all(tree, "Leftovers\n\nfrom the agent\n")
+    assert after != before and after == git(tree, "rev-parse", "HEAD")
     assert git(tree, "show", "--name-only", "--format=%s", "HEAD").split() == \
         ["Leftovers", "change.txt"]
+
+
+def test_dirty_paths_names_every_kind_of_change(sandbox):
+    tree = ensure(sandbox.cfg, "t-1")
+    tracked = git(tree, "ls-files").splitlines()[0]
+    (tree / tracked).write_text("changed in the tree\n")
+    (tree / "a new file.txt").write_text("untracked, with spaces\n")
+    (tree / "renamed.txt").write_text("to be renamed\n")
+    git(tree, "add", "renamed.txt")
+    git(tree, "commit", "--quiet", "-m", "a file to rename")
+    git(tree, "mv", "renamed.txt", "moved here.txt")
+    assert sorted(worktree.dirty_paths(tree)) == sorted([tracked, "a new file.txt",
+                                                         "moved here.txt"])
 
 
 def test_guarded_removal_keeps_dirty_unpushed_and_live_trees(sandbox):
