@@ -2,9 +2,13 @@
 
 ``python -m services.worker TASK [--config PATH] [--lock-fd N]`` — started by the launcher in
 a new session (so stopping the launcher never stops it); works without the launcher too.
+``python -m services.worker --standby FD [--config PATH]`` — the launcher's standby: it
+starts up, waits on the socket FD for a task and its lock, and then is that task's worker
+(protocol: ``shared.standby``); it exits when the launcher goes away before that. ``ps``
+shows a worker as ``tac8-worker`` and a standby as ``tac8-standby``.
 
 Files: holds ``state/runs/<task>.lock`` for its whole life (taken over from the launcher
-through ``--lock-fd``, else taken here); reads the run record and ``state/runs/<task>.prompt``
+through ``--lock-fd`` or the standby handover, else taken here); reads the run record and ``state/runs/<task>.prompt``
 (the rendered prompt) and the agent command from ``conf/worker_template.md``; writes the
 agent's output to ``logs/<task>.jsonl`` (capped: the start and the tail are kept); ends by
 writing outcome, exit_code, finished, error, commit, cost_usd, tokens and turns into the run
@@ -35,6 +39,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,9 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from shared import runs, worktree
+from shared import runs, standby, worktree
 from shared.config import Config, ConfigError, add_config_argument, load_config
 from shared.events import emit, now_iso
 from shared.fsio import atomic_write
@@ -59,6 +62,8 @@ STOP_POLL = 1.0  # seconds between looks at the STOP file
 DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
 NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
+WORKER_NAME, STANDBY_NAME = "tac8-worker", "tac8-standby"  # as `ps -o comm` shows them
 
 
 def become_subreaper() -> None:
@@ -70,6 +75,12 @@ def become_subreaper() -> None:
 def sweep_descendants() -> int:
     """Kill and reap every descendant; returns how many were killed. Only call it when no
     ``subprocess`` child of this process is still running (it reaps any child)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:  # no child at all, so (a subreaper) no descendant: the usual case
+        return 0
+    import psutil  # only a run that left processes behind needs it
+
     me = psutil.Process()
     killed = 0
     for _ in range(200):
@@ -380,8 +391,7 @@ class Worker:
         if (tree / "BLOCKED.md").exists():
             return Outcome(runs.BLOCKED, commit=worktree.head(tree))
         if agent.stopped_by_user or self.stop_requested():
-            worktree.commit_all(tree, "WIP: Stopped by user")
-            return Outcome(runs.STOPPED, commit=worktree.head(tree))
+            return Outcome(runs.STOPPED, commit=worktree.commit_all(tree, "WIP: Stopped by user"))
         if agent.error:
             return Outcome(runs.FAILED, error=agent.error)
         if agent.stop_reason:
@@ -394,9 +404,8 @@ class Worker:
                 said = agent.result.get("result") or agent.result.get("subtype") or "no detail"
                 return Outcome(runs.FAILED, error=f"the agent reported an error: {str(said)[:300]}")
         title = meta.get("title") or self.task
-        worktree.commit_all(tree, f"{title}\n\nChanges the agent left uncommitted, "
-                                  f"committed by tac8 ({meta.get('worker_id')}).\n")
-        commit = worktree.head(tree)
+        commit = worktree.commit_all(tree, f"{title}\n\nChanges the agent left uncommitted, "
+                                           f"committed by tac8 ({meta.get('worker_id')}).\n")
         if commit == start_head and not self.undelivered(commit):
             return Outcome(runs.FAILED, error="exited without changes"
                            + (f" (exit code {agent.exit_code})" if agent.exit_code else ""))
@@ -481,26 +490,61 @@ def _field(obj: Any, *names: str) -> Any:
     return None
 
 
+def name_process(name: str) -> None:
+    """Set this process's name as ``ps -o comm`` and ``/proc/PID/comm`` show it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+def stand_by(fd: int) -> tuple[str, int] | None:
+    """Wait, as the launcher's standby, for a task and its lock (``shared.standby``)."""
+    name_process(STANDBY_NAME)
+    with socket.socket(fileno=fd) as sock:
+        return standby.await_task(sock)
+
+
+def output_to(path: Path) -> None:
+    """Send this process's stdout and stderr to ``path`` (appended)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.worker")
-    parser.add_argument("task")
+    parser.add_argument("task", nargs="?")
     parser.add_argument("--lock-fd", type=int, metavar="N",
                         help="descriptor holding the task's liveness lock (from the launcher)")
+    parser.add_argument("--standby", type=int, metavar="FD",
+                        help="wait on this socket for a task and its lock (shared.standby)")
     add_config_argument(parser)
     args = parser.parse_args(argv)
+    if (args.task is None) == (args.standby is None):
+        parser.error("give either a TASK or --standby FD")
     os.environ["TAC8_PROGRAM"] = "worker"
+    task, lock_fd = args.task, args.lock_fd
+    if args.standby is not None:
+        handed = stand_by(args.standby)
+        if handed is None:
+            return 0  # the launcher went away or dismissed the standby
+        task, lock_fd = handed
+    name_process(WORKER_NAME)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(cfg, args.task)
+    if args.standby is not None:
+        output_to(runs.worker_log(cfg, task))  # until now: the launcher's stderr
+    worker = Worker(cfg, task)
     worker.install_signals()
-    path = cfg.liveness_lock(args.task)
+    path = cfg.liveness_lock(task)
     try:
-        lock = adopt(path, args.lock_fd) if args.lock_fd is not None else hold(path, wait=0.5)
+        lock = adopt(path, lock_fd) if lock_fd is not None else hold(path, wait=0.5)
     except AlreadyHeld as exc:
-        print(f"worker: {args.task}: another worker is alive ({exc})", file=sys.stderr)
+        print(f"worker: {task}: another worker is alive ({exc})", file=sys.stderr)
         return 3
     with lock:
         become_subreaper()
