@@ -1,7 +1,7 @@
 """Launcher and worker benchmark (issue 4): a queue of 200 tasks, ``max_workers`` 4, an agent
 that commits after 0.5 s — how close the makespan gets to the ideal 200 × 0.5 / 4 = 25 s,
-what a launch costs beyond ``git worktree add``, and the memory of the launcher and of one
-idle worker runner.
+what a launch costs beyond ``git worktree add``, and the memory of the launcher, of one
+idle worker runner and of the standby runner.
 
 Everything is real: git worktrees in a sandbox repository, pushes to its bare origin, the
 launcher and worker processes; the agent is ``tests/agents/sleep_commit.sh`` (a shell
@@ -25,7 +25,7 @@ import psutil
 from shared import runs, worktree
 from shared.config import CHECKOUT
 from shared.locks import hold
-from tests.agents import FAKE_AGENT, SLEEP_COMMIT, use_command, wait_for
+from tests.agents import FAKE_AGENT, SLEEP_COMMIT, runner_kind, use_command, wait_for
 from tests.sandbox import GIT_IDENTITY, Sandbox
 
 TASKS = 200
@@ -44,16 +44,14 @@ def _rss_mb(proc: psutil.Process) -> float:
     return proc.memory_info().rss / (1024 * 1024)
 
 
-def _workers(launcher: psutil.Process) -> list[psutil.Process]:
-    """The launcher's worker children (not its git commands)."""
-    found = []
+def _runners(launcher: psutil.Process) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The launcher's worker children and its standby (not its git commands)."""
+    workers, standbys = [], []
     for child in launcher.children():
-        try:
-            if "services.worker" in child.cmdline():
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
+        kind = runner_kind(child)
+        if kind:
+            (workers if kind == "worker" else standbys).append(child)
+    return workers, standbys
 
 
 def _makespan(root: Path) -> list[tuple]:
@@ -68,13 +66,20 @@ def _makespan(root: Path) -> list[tuple]:
         [sys.executable, "-m", "services.launcher", "--config", str(cfg.file)],
         cwd=CHECKOUT, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
     watched = psutil.Process(launcher.pid)
-    peak_alive = peak_rss = 0.0
+    peak_alive = peak_runners = peak_rss = standby_rss = 0.0
     finished = 0
     try:
         while finished < TASKS:  # cheap probes: the bench must not steal the CPU it measures
             finished = len(os.listdir(cfg.prs_dir)) if cfg.prs_dir.exists() else 0
-            peak_alive = max(peak_alive, len(_workers(watched)))
+            workers, standbys = _runners(watched)
+            peak_alive = max(peak_alive, len(workers))
+            peak_runners = max(peak_runners, len(workers) + len(standbys))
             peak_rss = max(peak_rss, _rss_mb(watched))
+            for standby in standbys:
+                try:
+                    standby_rss = max(standby_rss, _rss_mb(standby))
+                except psutil.NoSuchProcess:
+                    pass
             if time.monotonic() - began > IDEAL * 4:
                 raise RuntimeError(f"only {finished}/{TASKS} finished after {IDEAL * 4:.0f} s")
             time.sleep(0.05)
@@ -85,8 +90,8 @@ def _makespan(root: Path) -> list[tuple]:
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=10)
     outcomes = [runs.read_run(cfg, f"t-{i}").meta.get("outcome") for i in range(1, TASKS + 1)]
-    launches = [(float(total) - float(tree)) for _, total, tree in
-                _LAUNCHED.findall(log_path.read_text())]
+    log = log_path.read_text()
+    launches = [(float(total) - float(tree)) for _, total, tree in _LAUNCHED.findall(log)]
     return [
         ("launcher", f"makespan: {TASKS} tasks, agent commits after {AGENT_SECONDS} s, "
                      f"max_workers {WORKERS}",
@@ -99,7 +104,12 @@ def _makespan(root: Path) -> list[tuple]:
          f"{(makespan * WORKERS / TASKS - AGENT_SECONDS) * 1000:.0f} ms", "-"),
         ("launcher", "most worker processes at once (sampled every 50 ms)", f"{peak_alive:.0f}",
          f"<= {WORKERS}"),
+        ("launcher", "most worker runner processes at once, the idle standby included",
+         f"{peak_runners:.0f}", f"<= {WORKERS + 1}"),
+        ("launcher", "launches handed to the standby (the rest started a new process)",
+         f"{log.count(', the standby)')}/{len(launches)}", "-"),
         ("launcher", "launcher RSS, peak during the run", f"{peak_rss:.1f} MB", "-"),
+        ("launcher", "standby RSS, peak while it waits for a task", f"{standby_rss:.1f} MB", "-"),
     ]
 
 
