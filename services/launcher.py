@@ -322,11 +322,10 @@ class Launcher:
         return retry
 
     def memory_to_spare(self, megabytes: float) -> bool:
-        free_mb = psutil.virtual_memory().available / (1024 * 1024)
-        return free_mb >= self.cfg.launcher.min_free_memory_mb + megabytes
+        return _free_mb() >= self.cfg.launcher.min_free_memory_mb + megabytes
 
     def memory_ok(self) -> bool:
-        free_mb = psutil.virtual_memory().available / (1024 * 1024)
+        free_mb = _free_mb()
         low = free_mb < self.cfg.launcher.min_free_memory_mb
         if low != self.memory_low:
             if low:
@@ -517,6 +516,10 @@ class Launcher:
                  kept=[f"{task}: {why}" for task, why in kept.items()])
             self.log.info("health %s: removed stale trees %s; kept %s", self.health,
                           removed or "none", kept or "none")
+
+
+def _free_mb() -> float:
+    return psutil.virtual_memory().available / (1024 * 1024)
 
 
 def _names_event(names: set[str], event: Any) -> bool:
