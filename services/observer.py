@@ -24,25 +24,35 @@ GitHub.
 Exactly once, through the run record's ``applied`` list (edited under the record's lock):
 
 1. *decide*: the transition is added to ``applied``;
-2. *move*: while the task's line is in Active and names this run's worker, it is moved to
-   its new section. This step has no side effects, so it is also how a move that a person's
-   editor reverted is re-applied, on every rescan;
-3. *announce* (once the run has ended, so the comment can give its cost): the event is
+2. *announce* (once the run has ended, so the comment can give its cost): the event is
    staged in ``state/events/tmp``, the comment queued, then ``announced`` and the staged
    event's name (``event:<name>``) are added together, then the event is delivered into
    ``state/events/new`` and its name dropped. Comment and event carry the key
    ``<task>/<worker_id>/<transition>``;
+3. *move*: while the task's line is in Active and names this run's worker, it is moved to
+   its new section. This step has no side effects, so it is also how a move that a person's
+   editor reverted is re-applied, on every rescan;
 4. *clean* (completed only): once the worker has exited, the worktree goes through the
    guarded removal (``shared.worktree.remove_worktree``: it keeps unpushed or dirty work),
    then ``cleaned`` is added.
 
-A crash after 1 redoes 2 (idempotent). A crash inside 3 before the record is written queues
-the comment's key again (the fetcher sends a key once) and leaves an undelivered staged event
-that is never delivered; after it, the recorded name is delivered if still staged — so each
-event reaches the metrics program exactly once. ``run_finished`` for a dead worker is staged
-and recorded with the outcome the same way. An Active line whose worker has no run record and
-is not alive goes back to Pending. A run record whose task is not Active (a person moved or
-deleted it) is left alone.
+Announcing comes before moving, and every staged event of the run (a dead worker's
+``run_finished`` too) is delivered before it, because the move is what hands the task back:
+a retry's Pending line may be launched at once, and the launch replaces the run record, so
+an announcement after it would find the record gone (another run's) and could not record
+its event. The one move that precedes the announcement is a completion found on its PR
+marker while the worker still runs: a Completed line is never launched, and the worker's
+liveness lock keeps the task from being relaunched until it has ended. If a person moves a
+line back to Pending and it is relaunched in the middle of an announcement, the record is
+another run's: the staged event is dropped (never delivered), the comment is queued.
+
+A crash after 1 redoes 2 and 3 (both idempotent). A crash inside 2 before the record is
+written queues the comment's key again (the fetcher sends a key once) and leaves an
+undelivered staged event that is never delivered; after it, the recorded name is delivered
+if still staged — so each event reaches the metrics program exactly once. ``run_finished``
+for a dead worker is staged and recorded with the outcome the same way. An Active line whose
+worker has no run record and is not alive goes back to Pending. A run record whose task is
+not Active (a person moved or deleted it) is left alone.
 
 Day rollover: Completed Today entries from earlier days (their ``- Completed:`` date) move to
 ``state/archive/<date>.md`` (tasks.md format): written there first (skipped if already
@@ -68,7 +78,7 @@ from typing import Any, Callable
 from shared import runs
 from shared.config import Config
 from shared.events import emit, now_iso, render_event
-from shared.fsio import deliver, stage
+from shared.fsio import stage
 from shared.outbox import issue_number, queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
@@ -85,7 +95,7 @@ COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in 
 DONE, HELD, HALTED, RETRY, GAVE_UP = "completed", "blocked", "stopped", "retry", "failed"
 TERMINAL = (DONE, HELD, HALTED, RETRY, GAVE_UP)
 ANNOUNCED, CLEANED = "announced", "cleaned"
-STAGED = "event:"  # + the name of an event staged in state/events/tmp, not yet delivered
+STAGED = runs.STAGED_EVENT  # + the name of an event staged in state/events/tmp, not delivered
 
 
 # --- what a transition does ---------------------------------------------------------------
@@ -190,7 +200,8 @@ class RunRecords:
         except FileNotFoundError:
             entries = []
         for entry in entries:
-            if not entry.name.endswith(".md") or entry.name.startswith("."):
+            if not entry.name.endswith(".md") or entry.name.startswith(".") \
+                    or entry.name.endswith(runs.QUESTION_SUFFIX):
                 continue
             try:
                 st = entry.stat()
@@ -250,13 +261,15 @@ class TaskObserver:
             if transition:
                 moves.append(self.plan(task, self.current(task), transition).move)
         if moves:
+            records = self.records.scan()  # with what deciding wrote
+        # Announce before moving: once a line is back in Pending the launcher may start the
+        # next attempt, whose fresh run record would leave this run's event nowhere to go.
+        for task, meta in records.items():
+            self.follow_up(task, meta)
+        if moves:
             moved = edit_tasks(self.cfg, partial(apply_moves, moves))
             if moved:
                 self.log.info("moved out of Active: %s", ", ".join(moved))
-            records = self.records.scan()  # with what deciding wrote
-
-        for task, meta in records.items():
-            self.follow_up(task, meta)
         self.rollover(board)
 
     def current(self, task: str) -> dict[str, Any]:
@@ -407,7 +420,7 @@ class TaskObserver:
         outcome = runs.update_run(cfg, task, change)
         if outcome == runs.FAILED:
             self.log.warning("%s: worker %s died without an outcome", task, worker_id)
-            self.deliver_events(task, worker_id)
+            runs.deliver_staged_events(cfg, task, worker_id)
         return outcome
 
     # --- what a decided transition means ---
@@ -442,8 +455,10 @@ class TaskObserver:
                                (("Blocked", first),)),
                     ("task_blocked", {"question": first}),
                     f"The agent is blocked and asks:\n\n{_quote(question or first)}\n\n"
-                    "Answer here, then move the task back to Pending in tasks.md "
-                    "(the next attempt reuses the worktree).")
+                    "Answer by editing the issue description (or the task's title in "
+                    "tasks.md): comments are not read. Then move the task back to Pending "
+                    "in tasks.md; the next attempt reuses the worktree and is shown this "
+                    "question.")
 
     def plan_stopped(self, task: str, meta: dict[str, Any]) -> Plan:
         worker, commit = meta.get("worker_id"), meta.get("commit")
@@ -485,7 +500,8 @@ class TaskObserver:
         applied = meta.get("applied") or []
         worker = meta.get("worker_id")
         if any(entry.startswith(STAGED) for entry in applied):
-            self.deliver_events(task, worker)  # a crash came between recording and delivery
+            # a crash came between recording and delivery
+            runs.deliver_staged_events(self.cfg, task, worker)
         transition = self.terminal(meta)
         if transition is None:
             return
@@ -520,7 +536,7 @@ class TaskObserver:
             # The request is carried out; left in the tree, it would stop the next attempt.
             (self.cfg.tree(task) / STOP_FILE).unlink(missing_ok=True)
         if self.add_applied(task, worker, ANNOUNCED, STAGED + staged.name):
-            self.deliver_events(task, worker)
+            runs.deliver_staged_events(self.cfg, task, worker)
         else:
             staged.unlink(missing_ok=True)
 
@@ -534,23 +550,6 @@ class TaskObserver:
             rec.meta["applied"] = [*applied, entry, *more]
             return True
         return runs.update_run(self.cfg, task, change)
-
-    def deliver_events(self, task: str, worker: Any) -> None:
-        """Deliver the events staged for this run, then forget their names. A staged file
-        that is gone was delivered before a crash: it is not sent again."""
-        record = runs.read_run(self.cfg, task)
-        applied = (record.meta.get("applied") or []) if record else []
-        names = [e[len(STAGED):] for e in applied if e.startswith(STAGED)]
-        for name in names:
-            staged = self.cfg.events_dir / "tmp" / name
-            if staged.exists():
-                deliver(staged)
-
-        def forget(rec: Record) -> None:
-            if rec.meta.get("worker_id") == worker:
-                rec.meta["applied"] = [e for e in rec.meta.get("applied") or []
-                                       if not (e.startswith(STAGED) and e[len(STAGED):] in names)]
-        runs.update_run(self.cfg, task, forget)
 
     def remove_tree(self, task: str) -> str | None:
         """The guarded removal: why the tree was kept, or None once it is gone."""

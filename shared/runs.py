@@ -11,7 +11,10 @@
 *before* it exits, so "liveness lock free and no outcome" means the worker died (killed,
 power loss); the observer then writes ``outcome: failed`` itself. Whoever sets the outcome
 emits the ``run_finished`` event, so it is emitted exactly once. ``applied`` lists the
-transitions the observer has already carried out for this run (so none is done twice).
+transitions the observer has already carried out for this run (so none is done twice), and
+``event:<name>`` (``STAGED_EVENT``) for each event staged in ``state/events/tmp`` and not yet
+delivered: the worker records its ``run_finished`` (and ``pr_created``) that way in the same
+update as the outcome, then delivers; the observer delivers whatever a crash left staged.
 
 Edits go through ``update_run`` under ``state/locks/run-<task>.lock``; liveness is the
 ``flock`` on ``state/runs/<task>.lock`` (``worker_alive``), never a PID.
@@ -28,6 +31,9 @@ Launch files (the launcher writes them before it starts the worker):
   task stays in Pending with a ``- Retry:`` time; no ``run_finished`` is emitted).
 * ``state/runs/<task>.prompt`` (``prompt_file``): the rendered prompt the worker feeds to
   the agent's stdin. Not a ``.md`` file, so nothing mistakes it for a run record.
+* ``state/runs/<task>.question.md`` (``question_file``): a blocked run's ``BLOCKED.md``,
+  moved out of the tree when the task is launched again (the worker would otherwise end the
+  new run ``blocked`` at once); its text goes into the new prompt. Not a run record.
 * ``logs/<task>.worker.log`` (``worker_log``): the worker runner's own stdout and stderr,
   appended to across attempts (the agent's output is ``cfg.agent_log``).
 * The launcher takes the liveness lock itself and hands it to the worker (``--lock-fd``,
@@ -43,11 +49,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.config import Config
-from shared.locks import is_held
+from shared.fsio import deliver
+from shared.locks import file_lock, is_held
 from shared.records import Record, RecordError, read_record, update_record, write_record
 
 PR, FAILED, BLOCKED, STOPPED = "pr", "failed", "blocked", "stopped"
+STAGED_EVENT = "event:"  # an ``applied`` entry: + the name of an event staged, not delivered
 OUTCOMES = (PR, FAILED, BLOCKED, STOPPED)
+QUESTION_SUFFIX = ".question.md"  # state/runs/<task>.question.md: see question_file
 
 
 def read_run(cfg: Config, task: str) -> Record | None:
@@ -68,16 +77,39 @@ def new_worker_id() -> str:
     return f"w-{secrets.token_hex(3)}"
 
 
-def start_run(cfg: Config, task: str, meta: dict[str, Any]) -> None:
-    """Replace the run record with a fresh one (a new attempt), under its lock."""
-    def fresh(record: Record) -> None:
+def start_run(cfg: Config, task: str, meta: dict[str, Any]) -> Record:
+    """Replace the run record with a fresh one (a new attempt), under its lock; returns the
+    record it replaced (empty if there was none), for ``restore_run``."""
+    def fresh(record: Record) -> Record:
+        previous = Record(dict(record.meta), record.body)
         record.meta = dict(meta)
         record.body = ""
-    update_run(cfg, task, fresh)
+        return previous
+    return update_run(cfg, task, fresh)
+
+
+def restore_run(cfg: Config, task: str, worker_id: str, previous: Record) -> None:
+    """Undo ``start_run`` for a launch that did not happen (its claim failed): put back the
+    ``previous`` record, or remove the fresh one if there was none — only while the record
+    is still ``worker_id``'s fresh one."""
+    with file_lock(cfg.run_record_lock(task)):
+        current = read_run(cfg, task)
+        if current is None or current.meta.get("worker_id") != worker_id:
+            return
+        if previous.meta:
+            write_record(cfg.run_record(task), previous.meta, previous.body)
+        else:
+            cfg.run_record(task).unlink(missing_ok=True)
 
 
 def prompt_file(cfg: Config, task: str) -> Path:
     return cfg.runs_dir / f"{task}.prompt"
+
+
+def question_file(cfg: Config, task: str) -> Path:
+    """Where the launcher keeps the question of the task's last blocked run (``BLOCKED.md``,
+    moved out of the tree when the task is launched again). Not a run record."""
+    return cfg.runs_dir / f"{task}{QUESTION_SUFFIX}"
 
 
 def worker_log(cfg: Config, task: str) -> Path:
@@ -101,3 +133,26 @@ def write_pr_marker(cfg: Config, task: str, *, url: str, number: int | None, hea
         "task": task, "url": url, "number": number, "head": head, "commit": commit,
         "found_by": found_by,
     })
+
+
+def deliver_staged_events(cfg: Config, task: str, worker: Any) -> None:
+    """Deliver the events recorded as staged (``STAGED_EVENT`` entries in ``applied``) in the
+    run record of ``task``, then forget their names (if the record is still ``worker``'s run).
+    A staged file that is gone was delivered already (before a crash, or by another program
+    delivering the same record): it is not sent again, so each is delivered exactly once."""
+    record = read_run(cfg, task)
+    applied = (record.meta.get("applied") or []) if record else []
+    names = [e[len(STAGED_EVENT):] for e in applied if e.startswith(STAGED_EVENT)]
+    for name in names:
+        try:
+            deliver(cfg.events_dir / "tmp" / name)
+        except FileNotFoundError:
+            pass
+
+    def forget(rec: Record) -> None:
+        if rec.meta.get("worker_id") == worker:
+            rec.meta["applied"] = [e for e in rec.meta.get("applied") or []
+                                   if not (e.startswith(STAGED_EVENT)
+                                           and e[len(STAGED_EVENT):] in names)]
+    if names:
+        update_run(cfg, task, forget)
