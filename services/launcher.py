@@ -9,12 +9,20 @@ against ``max_workers`` comes from these, so workers started before a restart ar
 
 Files it writes, per launch and in this order: the worktree (``shared.worktree``), the prompt
 (``state/runs/<task>.prompt``), a fresh run record, the Pending → Active move with marker
-``🟡 w-…`` and ``- Started: <time> · attempt K/N · <tree> · <branch>``; then it starts
+``🟡 w-…`` and ``- Started: <time> · attempt K/N · <tree> · <branch>`` (a claim that fails
+— the line was moved or removed meanwhile — puts the last run's record back:
+``runs.restore_run``), the tree's ``BLOCKED.md`` moved aside to
+``state/runs/<task>.question.md`` (a blocked task a person answered and moved back to
+Pending: its question goes into the prompt as ``{{previous_question}}``); then it starts
 ``python -m services.worker <task>`` in a new session (stopping or killing the launcher
-never stops a worker), emits ``worker_launched`` and adds the worker's pid to the record.
-The task's liveness lock is taken *before* all that and handed to the worker
-(``--lock-fd``), so the task is never Active without a live holder unless the launcher died
-mid-launch, which the observer then sees as a dead worker; and it cannot be launched twice.
+never stops a worker), stages ``worker_launched``, records the pid and the staged event's
+name (``event:<name>`` in ``applied``) in one update, and delivers it; a crash before the
+delivery leaves it to the next launcher's start (or the observer), so each launch is counted
+once (``runs.deliver_staged_events``). A crash in the instant between starting the worker
+and that record update still loses the count (the pid is not known before). The task's liveness lock is taken *before* all that and
+handed to the worker (``--lock-fd``), so the task is never Active without a live holder
+unless the launcher died mid-launch, which the observer then sees as a dead worker; and it
+cannot be launched twice.
 
 The standby (``shared.standby``): while tasks wait for a slot (and launching is allowed and
 ``STANDBY_ROOM_MB`` of memory beyond ``min_free_memory_mb`` is free) the launcher keeps one
@@ -36,8 +44,9 @@ the same failure ``PAUSE_AFTER`` times in a row pauses launching with that reaso
 Wake-ups: tasks.md, metrics.json, ``state/PAUSE`` and a worker's lock being closed (its
 exit), plus a thread per started worker that wakes the loop when it exits (it reaps through
 its ``Popen`` object; there is no SIGCHLD handler), plus a slow rescan. SIGUSR1 toggles
-``state/PAUSE``. Health ``degraded`` (or worse) in ``metrics.json`` removes stale trees
-through the guarded removal; entering ``critical`` pauses launching ("auto: health critical").
+``state/PAUSE`` (``shared.pause.toggle``, under the pause lock). Health ``degraded`` (or
+worse) in ``metrics.json`` removes stale trees (not those of Active, Pending, Blocked,
+Stopped or Failed tasks) through the guarded removal; entering ``critical`` pauses launching ("auto: health critical").
 While workers run it creates the trees of the next tasks in advance, so a freed slot is
 refilled without waiting for ``git worktree add``.
 """
@@ -45,7 +54,6 @@ refilled without waiting for ``git worktree add``.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import signal
@@ -63,14 +71,15 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
 
 from shared import runs, standby, worktree
 from shared.config import CHECKOUT
-from shared.events import emit, now_iso
-from shared.fsio import atomic_write
+from shared.events import emit, now_iso, render_event
+from shared.fsio import atomic_write, stage
 from shared.locks import AlreadyHeld, HeldLock, hold, is_held
-from shared.pause import pause, read_pause, resume
+from shared.health import read_metrics
+from shared.pause import pause, read_pause, toggle
 from shared.program import Program
 from shared.prompt import TemplateError, load_template, prompt_values, render
 from shared.retry import Retry, backoff_seconds, parse_retry, retry_value, stamp
-from shared.tasks import ACTIVE, BLOCKED, PENDING, STOPPED, Board, Task, edit_tasks, \
+from shared.tasks import ACTIVE, BLOCKED, FAILED, PENDING, STOPPED, Board, Task, edit_tasks, \
     make_marker, read_board
 
 RESCAN = 5.0  # seconds between rescans when nothing wakes the launcher
@@ -78,6 +87,7 @@ PAUSE_AFTER = 3  # the same launch failure this many times in a row pauses launc
 CLEAN_EVERY = 600.0  # seconds between stale-tree cleanups while health is degraded
 FETCH_EVERY = 60.0  # seconds between fetches of the base branch before new branches
 HEALTH_BAD = ("degraded", "critical")
+BLOCKED_FILE = "BLOCKED.md"  # a blocked run's question, in its tree
 STANDBY_GIVE_UP = 3  # standbys in a row that die without taking a task: stop making them
 STANDBY_ROOM_MB = 100  # free memory beyond min_free_memory_mb needed to start a standby
 HANDOVER_TIMEOUT = 2.0  # seconds a ready standby has to answer a handover
@@ -89,15 +99,6 @@ CHANGES = [FileMovedEvent, FileCreatedEvent, FileDeletedEvent, FileClosedEvent]
 
 class LaunchError(RuntimeError):
     """A task cannot be launched now (the message says why)."""
-
-
-def read_health(metrics_file: Path) -> str | None:
-    """``health`` from metrics.json; None when the file is missing or unreadable."""
-    try:
-        health = json.loads(metrics_file.read_text()).get("health")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return health if isinstance(health, str) else None
 
 
 def _same_board(board: Board) -> Board:
@@ -116,6 +117,28 @@ def _claim(task_id: str, worker_id: str, started: str, board: Board) -> bool:
     task.set_detail("Started", started)
     board.move(task, ACTIVE, marker=make_marker(ACTIVE, worker_id))
     return True
+
+
+def _record_launch(pid: int, staged_name: str, record: Any) -> None:
+    """The worker's pid and its staged ``worker_launched`` event, in one record update."""
+    record.meta["pid"] = pid
+    record.meta["applied"] = [*(record.meta.get("applied") or []), runs.STAGED_EVENT + staged_name]
+
+
+def _read_question(tree: Path) -> str:
+    """The tree's ``BLOCKED.md`` (what the last run asked a person), "" when there is none."""
+    try:
+        return (tree / BLOCKED_FILE).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _set_question_aside(cfg: Any, task_id: str, tree: Path, question: str) -> None:
+    """Move ``BLOCKED.md`` out of the tree (the worker would end the new run ``blocked`` at
+    once) to ``runs.question_file``, replacing an older question. Copy, then unlink: a
+    crash in between leaves it in the tree, and the next launch moves it again."""
+    atomic_write(runs.question_file(cfg, task_id), question)
+    (tree / BLOCKED_FILE).unlink(missing_ok=True)
 
 
 def _hold_back(task_id: str, retry: str, error: str, board: Board) -> None:
@@ -249,9 +272,22 @@ class Launcher:
         prog.watch(cfg.state_dir, wanted=functools.partial(_names_event, {cfg.pause_file.name}),
                    event_filter=CHANGES)
         prog.watch(cfg.runs_dir, wanted=_lock_closed, event_filter=[FileClosedEvent])
+        self.deliver_recorded_events()
         alive = self.alive_tasks()
         if alive:
             self.log.info("adopted %d live worker(s): %s", len(alive), ", ".join(sorted(alive)))
+
+    def deliver_recorded_events(self) -> None:
+        """Deliver what a crash left staged but recorded (a ``worker_launched`` between its
+        record update and its delivery), once: ``runs.deliver_staged_events``."""
+        for path in sorted(self.cfg.runs_dir.glob("*.md")):
+            if path.name.endswith(runs.QUESTION_SUFFIX):
+                continue
+            task_id = path.name.removesuffix(".md")
+            record = runs.read_run(self.cfg, task_id)
+            if record and any(str(e).startswith(runs.STAGED_EVENT)
+                              for e in record.meta.get("applied") or []):
+                runs.deliver_staged_events(self.cfg, task_id, record.meta.get("worker_id"))
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         self.toggle_requested = True
@@ -351,7 +387,8 @@ class Launcher:
         with lock:
             try:
                 tree, tree_ms = self.tree_for(task_id, lock)
-                prompt = self.render_prompt(task, attempt)
+                question = _read_question(tree)
+                prompt = self.render_prompt(task, attempt, question)
             except (worktree.GitError, worktree.WorktreeError) as exc:
                 self.launch_failed(task_id, attempt, max_attempts, str(exc), worktree_error=True)
                 return False
@@ -360,23 +397,31 @@ class Launcher:
                 return False
             worker_id = runs.new_worker_id()
             atomic_write(runs.prompt_file(cfg, task_id), prompt)
-            runs.start_run(cfg, task_id, {
+            started = (f"{stamp()} · attempt {attempt}/{max_attempts} · "
+                       f"{os.path.relpath(tree, cfg.repo.path)} · {cfg.branch(task_id)}")
+            previous = runs.start_run(cfg, task_id, {
                 "task": task_id, "worker_id": worker_id, "attempt": attempt, "pid": None,
                 "started": now_iso(), "branch": cfg.branch(task_id), "worktree": str(tree),
                 "title": task.title,
             })
-            started = (f"{stamp()} · attempt {attempt}/{max_attempts} · "
-                       f"{os.path.relpath(tree, cfg.repo.path)} · {cfg.branch(task_id)}")
             if not edit_tasks(cfg, functools.partial(_claim, task_id, worker_id, started)):
-                return False  # a person moved or removed it meanwhile
+                # A person moved or removed it meanwhile: the last run's record (outcome,
+                # cost, applied) is put back, as if this launch had not begun.
+                runs.restore_run(cfg, task_id, worker_id, previous)
+                return False
+            if question:
+                _set_question_aside(cfg, task_id, tree, question)
             try:
                 proc = self.spawn(task_id, lock)
             except OSError as exc:
                 self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {exc}")
                 return False
-        emit(cfg.events_dir, "worker_launched", task_id, worker_id=worker_id, attempt=attempt,
-             pid=proc.pid)  # first: a pid in the record means the launch was counted
-        runs.update_run(cfg, task_id, lambda record: record.meta.update(pid=proc.pid))
+            # Counted exactly once: staged, its name recorded with the pid, then delivered
+            # (by us now, or after a crash by the next launcher's start or the observer).
+            staged = stage(cfg.events_dir, render_event(
+                "worker_launched", task_id, worker_id=worker_id, attempt=attempt, pid=proc.pid))
+            runs.update_run(cfg, task_id, functools.partial(_record_launch, proc.pid, staged.name))
+        runs.deliver_staged_events(cfg, task_id, worker_id)
         self.children[task_id] = proc
         threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
         self.launch_failures.pop(task_id, None)
@@ -407,11 +452,11 @@ class Launcher:
         except worktree.GitError as exc:  # offline: branch from what we have
             self.log.warning("could not fetch the base branch: %s", exc)
 
-    def render_prompt(self, task: Task, attempt: int) -> str:
+    def render_prompt(self, task: Task, attempt: int, question: str) -> str:
         template = load_template(self.cfg.worker.template)
         if shutil.which(template.command[0]) is None:
             raise LaunchError(f"agent command not found: {template.command[0]}")
-        return render(template, prompt_values(self.cfg, task.id, task.title, attempt))
+        return render(template, prompt_values(self.cfg, task.id, task.title, attempt, question))
 
     def spawn(self, task_id: str, lock: HeldLock) -> subprocess.Popen:
         """The task's worker, in a new session, handed the liveness lock: the standby if one
@@ -478,14 +523,17 @@ class Launcher:
     # --- pause and health ---
     def pause_launching(self, reason: str) -> None:
         pause(self.cfg, "launcher", reason)
+        self.paused(reason)
+
+    def paused(self, reason: str) -> None:
         emit(self.cfg.events_dir, "paused", reason=reason)
         self.log.warning("paused: %s", reason)
 
     def toggle_pause(self) -> None:
-        if read_pause(self.cfg) is None:
-            self.pause_launching("paused by SIGUSR1")
+        """SIGUSR1: pause or resume, one step under the pause lock (``shared.pause.toggle``)."""
+        if toggle(self.cfg, "launcher", "paused by SIGUSR1"):
+            self.paused("paused by SIGUSR1")
         else:
-            resume(self.cfg)
             emit(self.cfg.events_dir, "resumed", reason="resumed by SIGUSR1")
             self.log.info("resumed by SIGUSR1")
 
@@ -497,7 +545,7 @@ class Launcher:
             mtime = None
         if mtime != self.health_mtime:
             self.health_mtime = mtime
-            previous, self.health = self.health, read_health(metrics_file)
+            previous, self.health = self.health, (read_metrics(self.cfg) or {}).get("health")
             if self.health == "critical" and previous != "critical" \
                     and read_pause(self.cfg) is None:
                 self.pause_launching("auto: health critical")
@@ -506,9 +554,11 @@ class Launcher:
             self.clean_stale_trees()
 
     def clean_stale_trees(self) -> None:
-        """Remove the trees of tasks that are done (or gone), through the guarded removal."""
+        """Remove the trees of tasks that are done (or gone), through the guarded removal.
+        A Failed task's tree is kept: it is there for debugging (the failure comment says so)."""
         board = read_board(self.cfg.tasks_file)
-        keep = {t.id for s in (ACTIVE, PENDING, BLOCKED, STOPPED) for t in board.tasks(s) if t.id}
+        keep = {t.id for s in (ACTIVE, PENDING, BLOCKED, STOPPED, FAILED) for t in board.tasks(s)
+                if t.id}
         keep |= self.alive_tasks()
         removed, kept = worktree.clean_stale(self.cfg, keep)
         if removed or kept:

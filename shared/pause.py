@@ -3,6 +3,11 @@
 Frontmatter ``by`` (cli, launcher, usr1…), ``at`` (ISO 8601), ``reason``; written atomically
 by the CLI (``tac8 pause``), the launcher (SIGUSR1, auto-pause on critical health or a
 repeated startup failure); removed by ``tac8 resume`` or SIGUSR1. Running workers go on.
+
+Every change (``pause``, ``resume``, ``toggle``) holds ``state/locks/PAUSE.lock``, so a
+toggle's read and its write are one step: a ``tac8 pause`` written meanwhile is never
+removed by a toggle that read "not paused". Reads need no lock (the file is replaced
+atomically).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any
 
 from shared.config import Config
 from shared.events import now_iso
+from shared.locks import file_lock
 from shared.records import RecordError, read_record, write_record
 
 
@@ -24,14 +30,38 @@ def read_pause(cfg: Config) -> dict[str, Any] | None:
         return {"by": "unknown", "reason": "state/PAUSE exists (not a frontmatter file)"}
 
 
-def pause(cfg: Config, by: str, reason: str) -> None:
+def _lock(cfg: Config) -> Any:
+    return file_lock(cfg.locks_dir / "PAUSE.lock")
+
+
+def _write(cfg: Config, by: str, reason: str) -> None:
     write_record(cfg.pause_file, {"by": by, "at": now_iso(), "reason": reason})
 
 
-def resume(cfg: Config) -> bool:
-    """Remove the pause; returns whether there was one."""
+def _remove(cfg: Config) -> bool:
     try:
         cfg.pause_file.unlink()
         return True
     except FileNotFoundError:
+        return False
+
+
+def pause(cfg: Config, by: str, reason: str) -> None:
+    with _lock(cfg):
+        _write(cfg, by, reason)
+
+
+def resume(cfg: Config) -> bool:
+    """Remove the pause; returns whether there was one."""
+    with _lock(cfg):
+        return _remove(cfg)
+
+
+def toggle(cfg: Config, by: str, reason: str) -> bool:
+    """Pause (with ``by`` and ``reason``) if not paused, else resume; whether it is paused now."""
+    with _lock(cfg):
+        if read_pause(cfg) is None:
+            _write(cfg, by, reason)
+            return True
+        _remove(cfg)
         return False

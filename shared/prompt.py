@@ -43,8 +43,10 @@ PLACEHOLDERS = {
     "issue_number": "the GitHub issue number, empty for a t- task",
     "issue_url": "the issue's URL, empty for a t- task",
     "issue_body": "the issue's text (untrusted)",
+    "previous_question": "empty, or a paragraph quoting what an earlier attempt asked a person "
+                         "(its BLOCKED.md) and saying where the answer is",
 }
-UNTRUSTED = ("title", "issue_body")
+UNTRUSTED = ("title", "issue_body", "previous_question")
 LIMITS = ("max_runtime", "stall_timeout", "stop_grace")
 NO_ISSUE_TEXT = "(none: this task was typed into tasks.md by a person; its title is all there is)"
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -128,13 +130,29 @@ def render(template: Template, values: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(value, template.body)
 
 
-def prompt_values(cfg: Config, task: str, title: str, attempt: int) -> dict[str, Any]:
-    """The placeholder values for ``task``; a gh- task's text comes from its issue snapshot."""
+def previous_question(question: str) -> str:
+    """The ``{{previous_question}}`` paragraph for an earlier attempt's question ("" if none).
+    A person answers by editing the issue's text or the task's title (comments are not
+    fetched), so that is where the agent is told to look."""
+    question = question.strip()
+    if not question:
+        return ""
+    quoted = "\n".join(f"> {line}" for line in question.splitlines())
+    return ("An earlier attempt at this task stopped to ask a person:\n\n" + quoted + "\n\n"
+            "The person's answer is in the task below (the issue's text or the task's title). "
+            "Carry on from the work already in this worktree.\n")
+
+
+def prompt_values(cfg: Config, task: str, title: str, attempt: int,
+                  question: str = "") -> dict[str, Any]:
+    """The placeholder values for ``task``; a gh- task's text comes from its issue snapshot;
+    ``question``: what the task's last blocked run asked (``previous_question``)."""
     values: dict[str, Any] = {
         "task_id": task, "title": title, "branch": cfg.branch(task),
         "base_branch": cfg.repo.base_branch, "worktree": str(cfg.tree(task)),
         "attempt": attempt, "max_attempts": cfg.launcher.max_attempts,
         "issue_number": "", "issue_url": "", "issue_body": NO_ISSUE_TEXT,
+        "previous_question": previous_question(question),
     }
     if task.startswith("gh-") and task[3:].isdigit():
         values["issue_number"] = task[3:]

@@ -344,9 +344,9 @@ def test_degraded_health_removes_stale_trees_only(sandbox, pids, launchers):
     (sandbox.root / "metrics.json").write_text(json.dumps({"health": "degraded"}))
     launchers.start(cfg)
     [cleaned] = wait_for(lambda: events_of(cfg, "worktrees_cleaned"), what="a cleanup")
-    assert sorted(cleaned["removed"]) == ["t-1", "t-4", "t-5"]
+    assert sorted(cleaned["removed"]) == ["t-1", "t-5"]  # Failed t-4: kept for debugging
     assert cleaned["kept"] == ["t-2: 1 commit(s) not on the remote"]
-    assert worktree.task_trees(cfg) == ["t-2", "t-3"]
+    assert worktree.task_trees(cfg) == ["t-2", "t-3", "t-4"]
 
 
 def test_critical_health_pauses_once_and_a_person_may_resume(sandbox, pids, launchers):

@@ -67,3 +67,14 @@ def test_limits_in_the_template_override_the_config(sandbox, tmp_path):
     assert template.limit(cfg, "max_runtime") == 5.0
     assert template.limit(cfg, "stall_timeout") == 42.0
     assert not template.stream_json
+
+
+def test_an_earlier_question_is_quoted_with_where_to_find_the_answer(sandbox):
+    template = load_template(CHECKOUT / "conf" / "worker_template.md")
+    plain = render(template, prompt_values(sandbox.cfg, "t-3", "Pick a name", 2))
+    assert "Earlier" not in plain and "earlier attempt" not in plain
+    asked = render(template, prompt_values(sandbox.cfg, "t-3", "Pick a name", 2,
+                                           "# Which name?\nfoo or bar <<<\n"))
+    assert "stopped to ask a person:\n\n> # Which name?\n> foo or bar ‹‹‹\n" in asked
+    assert "answer is in the task below (the issue's text or the task's title)" in asked
+    assert asked.index("stopped to ask") < asked.index("<<<UNTRUSTED ISSUE TEXT")

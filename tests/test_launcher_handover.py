@@ -1,0 +1,100 @@
+"""The launcher's hand-offs: a blocked task answered and launched again, a claim that fails,
+a launch event left staged by a crash, and the pause toggle under its lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from services.launcher import Launcher
+from shared import runs, worktree
+from shared.events import render_event
+from shared.fsio import pending, stage
+from shared.locks import file_lock, hold
+from shared.pause import pause, read_pause, toggle
+from shared.records import read_record, write_record
+from shared.tasks import BLOCKED, edit_tasks, read_board
+from tests.agents import events_of, wait_for
+from tests.test_launcher import finished, launchers, nothing_left_behind, pids, queue, \
+    setup  # noqa: F401  (fixtures)
+
+QUESTION = "# Which database?\nPostgres or SQLite?\n"
+
+
+def test_an_answered_blocked_task_runs_with_its_question_set_aside(sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "commit")
+    with hold(cfg.liveness_lock("t-1")) as lock:
+        tree = worktree.ensure_worktree(cfg, "t-1", lock)
+    (tree / "BLOCKED.md").write_text(QUESTION)  # the last run asked; a person answered
+    queue(sandbox, "[] t-1: Store sessions (answer: SQLite)")
+    launchers.start(cfg)
+    wait_for(lambda: finished(cfg, "t-1"), what="the run to end")
+
+    assert runs.read_run(cfg, "t-1").meta["outcome"] == runs.PR  # not blocked again
+    assert not (tree / "BLOCKED.md").exists()
+    assert runs.question_file(cfg, "t-1").read_text() == QUESTION
+    prompt = runs.prompt_file(cfg, "t-1").read_text()
+    assert "> # Which database?\n> Postgres or SQLite?" in prompt
+    assert "Task: Store sessions (answer: SQLite)" in prompt
+
+
+class InProcess:
+    """The part of ``shared.program.Program`` a launch uses."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.log = logging.getLogger("launcher-test")
+
+
+def test_a_claim_that_fails_leaves_the_last_run_s_record_alone(sandbox, pids):
+    cfg = setup(sandbox, pids, "commit")
+    queue(sandbox, "[] t-1: Moved while launching")
+    old = {"task": "t-1", "worker_id": "w-before", "attempt": 1, "outcome": "blocked",
+           "cost_usd": 0.42, "applied": ["blocked", "announced"]}
+    write_record(cfg.run_record("t-1"), old)
+    task = read_board(cfg.tasks_file).get("t-1")  # what the launcher read, then a person
+    edit_tasks(cfg, lambda board: board.move(board.get("t-1"), BLOCKED, marker=""))  # moved it
+
+    assert Launcher(InProcess(cfg)).launch(task) is False
+    assert runs.read_run(cfg, "t-1").meta == old
+    assert events_of(cfg, "worker_launched") == []
+
+
+def test_a_launch_event_left_staged_by_a_crash_is_delivered_once_at_start(
+        sandbox, pids, launchers):
+    cfg = setup(sandbox, pids)
+    staged = stage(cfg.events_dir, render_event("worker_launched", "t-1", worker_id="w-abc123",
+                                                attempt=1, pid=12345))
+    write_record(cfg.run_record("t-1"), {"task": "t-1", "worker_id": "w-abc123", "attempt": 1,
+                                         "pid": 12345,
+                                         "applied": [runs.STAGED_EVENT + staged.name]})
+    pause(cfg, "cli", "quiet")  # nothing launches: only recovery runs
+    launchers.start(cfg)
+    [launched] = wait_for(lambda: events_of(cfg, "worker_launched"), what="the delivery")
+    assert launched["worker_id"] == "w-abc123" and not staged.exists()
+    wait_for(lambda: runs.read_run(cfg, "t-1").meta["applied"] == [], what="the name forgotten")
+
+
+def test_a_launch_records_its_event_and_delivers_it(sandbox, pids, launchers):
+    cfg = setup(sandbox, pids)
+    queue(sandbox, "[] t-1: Counted once")
+    launchers.start(cfg)
+    wait_for(lambda: finished(cfg, "t-1") and not runs.worker_alive(cfg, "t-1"),
+             what="the worker to end")
+    [path] = [p for p in pending(cfg.events_dir) if read_record(p).meta["type"]
+              == "worker_launched"]
+    launched, meta = read_record(path).meta, runs.read_run(cfg, "t-1").meta
+    assert launched["pid"] == meta["pid"] and launched["worker_id"] == meta["worker_id"]
+    assert runs.STAGED_EVENT + path.name not in meta["applied"]  # delivered, then forgotten
+
+
+def test_toggle_waits_for_the_pause_lock(sandbox):
+    cfg = sandbox.cfg
+    done = threading.Event()
+    with file_lock(cfg.locks_dir / "PAUSE.lock"):  # e.g. `tac8 pause` writing right now
+        thread = threading.Thread(target=lambda: (toggle(cfg, "launcher", "usr1"), done.set()))
+        thread.start()
+        assert not done.wait(0.3) and read_pause(cfg) is None
+    thread.join(5)
+    assert done.is_set() and read_pause(cfg)["reason"] == "usr1"
+    assert toggle(cfg, "launcher", "usr1") is False and read_pause(cfg) is None
