@@ -14,12 +14,20 @@
   never looks dirty and the control files are never committed.
 
 Git runs as a plain subprocess (no shell); commit messages go through stdin, so text from an
-issue never becomes a command-line argument.
+issue never becomes a command-line argument. Network calls (``push``, ``fetch_base``) end
+after ``NETWORK_TIMEOUT`` seconds (git and every process it started are killed) with a
+``GitError``: a half-open connection must not hold a slot or the launcher's loop forever.
+They also make git give up on a transfer slower than ``http.lowSpeedLimit`` and, unless the
+user configured an ssh command, keep ssh from waiting on a dead peer or a prompt.
+
+``info/exclude`` is edited under ``state/locks/git-exclude.lock`` (the launcher and every
+worker may add to it at once).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,7 +35,7 @@ from pathlib import Path
 
 from shared.config import Config
 from shared.fsio import atomic_write
-from shared.locks import AlreadyHeld, HeldLock, hold
+from shared.locks import AlreadyHeld, HeldLock, file_lock, hold
 
 CONTROL_FILES = ("STOP", "BLOCKED.md")  # written into a tree by a person or the agent
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
@@ -45,16 +53,50 @@ class WorktreeError(RuntimeError):
     """The tree cannot be used as it is (and tac8 will not destroy what is in it)."""
 
 
-def git(cwd: Path, *args: str, stdin: str | None = None, env: dict | None = None) -> str:
-    """Run git in ``cwd``; its stdout, stripped. ``GitError`` on a non-zero exit."""
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, input=stdin, capture_output=True, text=True,
+NETWORK_TIMEOUT = 120.0  # seconds a push or fetch may take in all
+_NETWORK_OPTIONS = ("-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60")
+_SSH_COMMAND = "ssh -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o BatchMode=yes"
+
+
+def git(cwd: Path, *args: str, stdin: str | None = None, env: dict | None = None,
+        timeout: float | None = None) -> str:
+    """Run git in ``cwd``; its stdout, stripped. ``GitError`` on a non-zero exit, or when
+    ``timeout`` seconds pass: then git runs in its own process group, and the whole group
+    (ssh, receive-pack, helpers) is killed, so no grandchild keeps the pipes open."""
+    proc = subprocess.Popen(
+        ["git", *args], cwd=cwd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **_GIT_ENV, **(env or {})},
+        process_group=0 if timeout is not None else None,
     )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # git is unreaped yet, so the group id is ours
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise GitError(f"git {' '.join(args)}: timed out after {timeout:g} s") from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     if proc.returncode != 0:
-        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        said = (err.strip() or out.strip()).splitlines()
         raise GitError(f"git {' '.join(args)}: {said[-1] if said else f'exit {proc.returncode}'}")
-    return proc.stdout.strip()
+    return out.strip()
+
+
+def network_git(cwd: Path, *args: str) -> str:
+    """``git`` for a call that talks to the remote: bounded in time, with stall limits."""
+    options = list(_NETWORK_OPTIONS)
+    if not {"GIT_SSH_COMMAND", "GIT_SSH"} & os.environ.keys():
+        try:
+            git(cwd, "config", "--get", "core.sshCommand")  # the user's choice wins
+        except GitError:  # not configured (exit 1)
+            options += ["-c", f"core.sshCommand={_SSH_COMMAND}"]
+    return git(cwd, *options, *args, timeout=NETWORK_TIMEOUT)
 
 
 # --- ignoring trees and control files -------------------------------------------------
@@ -63,7 +105,8 @@ _ignored_repos: set[Path] = set()
 
 
 def ensure_ignored(cfg: Config) -> None:
-    """Add the trees folder and the control files to the repository's ``info/exclude``."""
+    """Add the trees folder and the control files to the repository's ``info/exclude``
+    (read-modify-write under its lock; the git call that finds the file comes before)."""
     repo = cfg.repo.path
     if repo in _ignored_repos:
         return
@@ -73,15 +116,16 @@ def ensure_ignored(cfg: Config) -> None:
     wanted = [f"/{name}" for name in CONTROL_FILES]
     if cfg.trees_dir.is_relative_to(repo):
         wanted.append(f"/{cfg.trees_dir.relative_to(repo).as_posix()}/")
-    try:
-        text = exclude.read_text()
-    except FileNotFoundError:
-        text = ""
-    missing = [line for line in wanted if line not in text.splitlines()]
-    if missing:
-        sep = "" if not text or text.endswith("\n") else "\n"
-        atomic_write(exclude, text + sep + "# tac8: task worktrees and their control files\n"
-                     + "\n".join(missing) + "\n")
+    with file_lock(cfg.locks_dir / "git-exclude.lock"):
+        try:
+            text = exclude.read_text()
+        except FileNotFoundError:
+            text = ""
+        missing = [line for line in wanted if line not in text.splitlines()]
+        if missing:
+            sep = "" if not text or text.endswith("\n") else "\n"
+            atomic_write(exclude, text + sep + "# tac8: task worktrees and their control files\n"
+                         + "\n".join(missing) + "\n")
     _ignored_repos.add(repo)
 
 
@@ -188,7 +232,7 @@ def start_point(cfg: Config) -> str:
 
 def fetch_base(cfg: Config) -> None:
     """Bring ``<remote>/<base>`` up to date, so new branches start from the latest base."""
-    git(cfg.repo.path, "fetch", "--quiet", cfg.repo.remote, cfg.repo.base_branch)
+    network_git(cfg.repo.path, "fetch", "--quiet", cfg.repo.remote, cfg.repo.base_branch)
 
 
 def _move_aside(tree: Path) -> Path:
@@ -264,7 +308,8 @@ def commit_all(tree: Path, message: str) -> str | None:
 
 def push(cfg: Config, tree: Path, branch: str) -> None:
     """Push ``branch`` to the remote (updating its remote-tracking ref)."""
-    git(tree, "push", "--quiet", cfg.repo.remote, f"refs/heads/{branch}:refs/heads/{branch}")
+    network_git(tree, "push", "--quiet", cfg.repo.remote,
+                f"refs/heads/{branch}:refs/heads/{branch}")
 
 
 # --- guarded removal ----------------------------------------------------------------------

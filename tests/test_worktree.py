@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from shared import worktree
@@ -163,3 +166,80 @@ def test_clean_stale_spares_the_kept_tasks(sandbox):
     assert removed == ["t-2"]
     assert kept == {"t-3": "1 uncommitted change(s)"}
     assert worktree.task_trees(cfg) == ["t-1", "t-3"]
+
+
+@pytest.fixture
+def hanging_remote(sandbox, tmp_path, monkeypatch):
+    """The origin's receive-pack and upload-pack replaced by a script that never answers
+    (a half-open connection), and a 1 s network timeout."""
+    script = tmp_path / "hang.sh"
+    script.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/hung.pid\nexec sleep 60\n")
+    script.chmod(0o755)
+    git(sandbox.repo, "config", "remote.origin.receivepack", str(script))
+    git(sandbox.repo, "config", "remote.origin.uploadpack", str(script))
+    monkeypatch.setattr(worktree, "NETWORK_TIMEOUT", 1.0)
+    return tmp_path / "hung.pid"
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].startswith("Z")  # a zombie waits for init
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("call", ["push", "fetch"])
+def test_a_hung_remote_ends_in_a_git_error_after_the_timeout(sandbox, hanging_remote, call):
+    cfg = sandbox.cfg
+    tree = ensure(cfg, "t-1")
+    commit_file(tree, "done.txt")
+    began = time.monotonic()
+    with pytest.raises(worktree.GitError, match=r"timed out after 1 s"):
+        if call == "push":
+            worktree.push(cfg, tree, cfg.branch("t-1"))
+        else:
+            worktree.fetch_base(cfg)
+    assert time.monotonic() - began < 10  # not the hung script's 60 s
+    assert _gone(int(hanging_remote.read_text()))  # the whole process group was killed
+
+
+def test_network_calls_keep_a_configured_ssh_command_and_add_stall_limits(sandbox, tmp_path):
+    """A fake ``ssh`` (an ssh:// remote) shows the options git gave the transport."""
+    cfg = sandbox.cfg
+    seen = tmp_path / "ssh-args"
+    fake_ssh = tmp_path / "fake-ssh"
+    fake_ssh.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {seen}\nexit 1\n")
+    fake_ssh.chmod(0o755)
+    git(sandbox.repo, "remote", "set-url", "origin", "ssh://example.invalid/repo.git")
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_SSH", "GIT_SSH_COMMAND")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "environ", env)
+        mp.setattr(worktree, "_SSH_COMMAND", f"{fake_ssh} -o BatchMode=yes")
+        with pytest.raises(worktree.GitError):
+            worktree.fetch_base(cfg)
+        assert "-o BatchMode=yes" in seen.read_text()  # ours, when none is configured
+        seen.unlink()
+        git(sandbox.repo, "config", "core.sshCommand", f"{fake_ssh} -o User=mine")
+        with pytest.raises(worktree.GitError):
+            worktree.fetch_base(cfg)
+        assert "User=mine" in seen.read_text() and "BatchMode" not in seen.read_text()
+
+
+def test_ensure_ignored_edits_the_exclude_file_under_its_lock(sandbox):
+    from shared.locks import LockTimeout, file_lock
+
+    cfg = sandbox.cfg
+    exclude = sandbox.repo / ".git" / "info" / "exclude"
+    exclude.write_text("# a person's line\n")
+    worktree._ignored_repos.clear()
+    with file_lock(cfg.locks_dir / "git-exclude.lock"):
+        with pytest.raises(LockTimeout):
+            with pytest.MonkeyPatch.context() as mp:  # no 10 s wait in a test
+                mp.setattr(worktree, "file_lock",
+                           lambda path: file_lock(path, timeout=0.2))
+                worktree.ensure_ignored(cfg)
+    assert exclude.read_text() == "# a person's line\n"  # nothing written without the lock
+    worktree.ensure_ignored(cfg)
+    lines = exclude.read_text().splitlines()
+    assert lines[0] == "# a person's line" and {"/STOP", "/BLOCKED.md", "/trees/"} <= set(lines)
