@@ -11,23 +11,33 @@ Files: holds ``state/runs/<task>.lock`` for its whole life (taken over from the 
 through ``--lock-fd`` or the standby handover, else taken here); reads the run record and ``state/runs/<task>.prompt``
 (the rendered prompt) and the agent command from ``conf/worker_template.md``; writes the
 agent's output to ``logs/<task>.jsonl`` (capped: the start and the tail are kept); ends by
-writing outcome, exit_code, finished, error, commit, cost_usd, tokens and turns into the run
-record (body: the log's tail), the PR marker when there is a PR, then the ``run_finished``
-event (and ``pr_created`` when it opened the PR).
+writing the PR marker when there is a PR, then — in one update of the run record — outcome,
+exit_code, finished, error, commit, cost_usd, tokens, turns, the body (the log's tail) and
+``event:<name>`` in ``applied`` for its ``run_finished`` (and ``pr_created`` when it opened
+the PR) event, staged in ``state/events/tmp`` just before; then it delivers them. A crash
+after the record update leaves them to the observer, which delivers recorded staged events.
 
-Stopping: SIGTERM (the observer sends it when ``trees/<task>/STOP`` appears; the worker also
-notices the file itself), ``max_runtime`` or ``stall_timeout`` (no output) stops the agent in
-steps — SIGINT to its process group, after ``stop_grace`` SIGTERM, after another SIGKILL (a
-STOP file whose text says ``now`` shortens the grace to 1 s). The worker is a child
-subreaper, so descendants that ``setsid`` away still become its children: when the agent has
-ended it kills and reaps every remaining descendant.
+Stopping: a person's stop is ``trees/<task>/STOP`` (``tac8 stop`` writes it; the observer
+then sends SIGTERM, and the worker notices the file itself too). A SIGTERM, SIGINT or SIGHUP
+without STOP (a reboot, an operator's ``kill``) stops the agent the same way but is no
+person's stop: the run ends ``failed`` ("terminated by signal N"), so it is retried. A
+signal that comes after the agent has ended lets the worker finish the run. ``max_runtime``
+or ``stall_timeout`` (no output) stop it too. The agent is stopped in steps — SIGINT to its
+process group, after ``stop_grace`` SIGTERM, after another SIGKILL (a STOP file whose text
+says ``now`` shortens the grace to 1 s). The worker is a child subreaper, so descendants that
+``setsid`` away still become its children: when the agent has ended it kills and reaps every
+remaining descendant. The agent dies with the worker (``PR_SET_PDEATHSIG``), and before it
+starts, the worker kills what an earlier worker of the task that was killed itself left
+running in the tree (processes there with this task's ``TAC8_TASK`` in their environment).
 
 Outcome, from the tree rather than the exit code: ``BLOCKED.md`` → blocked; a stop asked for
-by a person → WIP commit → stopped; a stream-json agent with no final ``result`` line, or
-``is_error: true``, or a limit hit → failed; new commits (leftovers committed first), or an
-earlier attempt's work that never reached a PR (unpushed, or pushed with no PR marker) →
-push, open the PR unless one is open for the branch, PR marker → pr; otherwise failed
-("exited without changes"), even with exit code 0.
+by a person → WIP commit → stopped; a signal without STOP → WIP commit → failed (the retry
+starts from it); a stream-json agent with no final ``result`` line, or ``is_error: true``,
+or a limit hit → failed; new commits (leftovers committed first), or an earlier attempt's
+work that never reached a PR (unpushed, or pushed with no PR marker) → push, open the PR
+unless one is open for the branch, PR marker → pr; otherwise failed ("exited without
+changes"), even with exit code 0. ``commit`` is recorded only when this run moved HEAD (a WIP
+commit included), never the commit it started from.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import ctypes
 import json
 import os
 import re
+import select
 import selectors
 import signal
 import socket
@@ -44,13 +55,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from shared import runs, standby, worktree
 from shared.config import Config, ConfigError, add_config_argument, load_config
-from shared.events import emit, now_iso
-from shared.fsio import atomic_write
+from shared.events import now_iso, render_event
+from shared.fsio import atomic_write, stage
 from shared.locks import AlreadyHeld, adopt, hold
 from shared.prompt import Template, TemplateError, load_template, prompt_values, render
 
@@ -61,15 +73,66 @@ LINE_LIMIT = 4 * 1024 * 1024  # longer stream-json lines are not parsed
 STOP_POLL = 1.0  # seconds between looks at the STOP file
 DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
 NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
+LEFTOVER_WAIT = 10.0  # seconds to wait for killed leftovers of an earlier worker to die
+TASK_ENV = "TAC8_TASK"  # in every agent's environment: marks the task's processes
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15
 WORKER_NAME, STANDBY_NAME = "tac8-worker", "tac8-standby"  # as `ps -o comm` shows them
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def become_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def die_with(parent: int) -> None:
+    """In the agent's process before exec: SIGKILL when the worker ``parent`` dies (even by
+    kill -9), and at once if it died already. Only covers this direct child."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_leftovers(task: str, tree: Path) -> int:
+    """SIGKILL every process whose working directory is inside ``tree`` and whose
+    environment names ``task`` (an earlier worker's agent or its daemons, left when that
+    worker was killed), and wait until they are dead; returns how many. Processes this
+    user cannot inspect, and a person's shell in the tree, are left alone."""
+    root = os.path.realpath(tree)
+    marker = f"{TASK_ENV}={task}".encode()
+    pidfds = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+            if cwd != root and not cwd.startswith(root + os.sep):
+                continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker not in f.read().split(b"\0"):
+                    continue
+            pidfd = os.pidfd_open(int(name))  # from here on a reused pid cannot be hit
+        except OSError:  # gone, or not ours to inspect
+            continue
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            pidfds.append(pidfd)
+        except ProcessLookupError:
+            os.close(pidfd)
+    poller = select.poll()
+    for pidfd in pidfds:
+        poller.register(pidfd, select.POLLIN)
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    waiting = len(pidfds)
+    while waiting and time.monotonic() < deadline:  # a pidfd is readable once its process died
+        for pidfd, _ in poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            poller.unregister(pidfd)
+            waiting -= 1
+    for pidfd in pidfds:
+        os.close(pidfd)
+    return len(pidfds)
 
 
 def sweep_descendants() -> int:
@@ -191,8 +254,9 @@ class PullRequestError(RuntimeError):
 class AgentRun:
     exit_code: int | None = None
     result: dict[str, Any] | None = None
-    stop_reason: str | None = None  # why tac8 stopped the agent (a person or a limit)
+    stop_reason: str | None = None  # why tac8 stopped the agent (a person, a signal, a limit)
     stopped_by_user: bool = False
+    terminated_by: int | None = None  # the signal (without STOP) that stopped the agent
     error: str | None = None  # the agent could not run at all
     log_tail: str = ""
 
@@ -210,7 +274,7 @@ class Worker:
         self.cfg = cfg
         self.task = task
         self.tree = cfg.tree(task)
-        self.stop_signalled = False
+        self.signalled: int | None = None  # the last stop signal received
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -222,13 +286,19 @@ class Worker:
             signal.signal(signum, self._on_stop_signal)
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        self.stop_signalled = True
+        self.signalled = signum
 
     def stop_file(self) -> Path:
         return self.tree / "STOP"
 
-    def stop_requested(self) -> bool:
-        return self.stop_signalled or self.stop_file().exists()
+    def check_stop(self, run: AgentRun, before: str = "") -> bool:
+        """Whether the agent must stop now (a person's STOP or a signal); notes why in ``run``."""
+        if self.stop_file().exists():
+            run.stop_reason, run.stopped_by_user = f"stopped by user{before}", True
+        elif self.signalled is not None:
+            run.terminated_by = self.signalled
+            run.stop_reason = f"terminated by signal {self.signalled}{before}"
+        return run.stop_reason is not None
 
     def stop_grace(self, template: Template) -> float:
         try:
@@ -247,6 +317,7 @@ class Worker:
             if worktree.checked_out_branch(self.tree) != self.cfg.branch(self.task):
                 raise worktree.WorktreeError(
                     f"{self.tree} is not a worktree on {self.cfg.branch(self.task)}")
+            kill_leftovers(self.task, self.tree)
             worktree.ensure_ignored(self.cfg)
             start_head = worktree.head(self.tree)
             prompt = self._prompt(template, meta)
@@ -285,8 +356,7 @@ class Worker:
 
     def run_agent(self, template: Template, prompt: Path) -> AgentRun:
         run = AgentRun()
-        if self.stop_requested():
-            run.stop_reason, run.stopped_by_user = "stopped before the agent started", True
+        if self.check_stop(run, before=" before the agent started"):
             return run
         log = CappedLog(self.cfg.agent_log(self.task))
         stream = StreamJson()
@@ -294,8 +364,9 @@ class Worker:
             with open(prompt, "rb") as stdin:
                 proc = subprocess.Popen(
                     template.command, cwd=self.tree, stdin=stdin, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, env={**os.environ, **template.env},
-                    start_new_session=True,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **template.env, TASK_ENV: self.task},
+                    start_new_session=True, preexec_fn=partial(die_with, os.getpid()),
                 )
         except OSError as exc:
             log.close()
@@ -338,8 +409,8 @@ class Worker:
             while True:
                 now = time.monotonic()
                 if run.stop_reason is None and drain_until is None:
-                    if self.stop_requested():
-                        run.stop_reason, run.stopped_by_user = "stopped by user", True
+                    if self.check_stop(run):
+                        pass  # a person's STOP or a signal: noted in run
                     elif now - begun >= max_runtime:
                         run.stop_reason = f"max_runtime of {max_runtime:g} s exceeded"
                     elif now - last_output >= stall:
@@ -388,10 +459,17 @@ class Worker:
     def decide(self, template: Template, agent: AgentRun, start_head: str,
                meta: dict[str, Any]) -> Outcome:
         tree, branch = self.tree, self.cfg.branch(self.task)
+        def moved(commit: str | None) -> str | None:  # a commit of this run, not its start
+            return commit if commit != start_head else None
+
         if (tree / "BLOCKED.md").exists():
-            return Outcome(runs.BLOCKED, commit=worktree.head(tree))
-        if agent.stopped_by_user or self.stop_requested():
-            return Outcome(runs.STOPPED, commit=worktree.commit_all(tree, "WIP: Stopped by user"))
+            return Outcome(runs.BLOCKED, commit=moved(worktree.head(tree)))
+        if agent.stopped_by_user or self.stop_file().exists():
+            return Outcome(runs.STOPPED,
+                           commit=moved(worktree.commit_all(tree, "WIP: Stopped by user")))
+        if agent.terminated_by is not None:  # kept for the retry, which starts from it
+            commit = worktree.commit_all(tree, f"WIP: interrupted by signal {agent.terminated_by}")
+            return Outcome(runs.FAILED, error=agent.stop_reason, commit=moved(commit))
         if agent.error:
             return Outcome(runs.FAILED, error=agent.error)
         if agent.stop_reason:
@@ -468,17 +546,23 @@ class Worker:
             "turns": result.get("num_turns"),
         }
 
+        events = [render_event(
+            "run_finished", self.task, outcome=outcome.outcome, exit_code=agent.exit_code,
+            error=outcome.error, cost_usd=fields["cost_usd"], tokens=fields["tokens"],
+            seconds=round(seconds, 1), worker_id=meta.get("worker_id"))]
+        if outcome.pr.get("created"):
+            events.append(render_event("pr_created", self.task, url=outcome.pr["url"],
+                                       number=outcome.pr["number"]))
+        staged = [stage(self.cfg.events_dir, event) for event in events]
+
         def write(record: Any) -> None:
             record.meta.update(fields)
+            record.meta["applied"] = [*(record.meta.get("applied") or []),
+                                      *(runs.STAGED_EVENT + path.name for path in staged)]
             record.body = agent.log_tail
 
         runs.update_run(self.cfg, self.task, write)
-        emit(self.cfg.events_dir, "run_finished", self.task, outcome=outcome.outcome,
-             exit_code=agent.exit_code, error=outcome.error, cost_usd=fields["cost_usd"],
-             tokens=fields["tokens"], seconds=round(seconds, 1), worker_id=meta.get("worker_id"))
-        if outcome.pr.get("created"):
-            emit(self.cfg.events_dir, "pr_created", self.task, url=outcome.pr["url"],
-                 number=outcome.pr["number"])
+        runs.deliver_staged_events(self.cfg, self.task, meta.get("worker_id"))
 
 
 def _field(obj: Any, *names: str) -> Any:
@@ -492,8 +576,7 @@ def _field(obj: Any, *names: str) -> Any:
 
 def name_process(name: str) -> None:
     """Set this process's name as ``ps -o comm`` and ``/proc/PID/comm`` show it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def stand_by(fd: int) -> tuple[str, int] | None:

@@ -8,6 +8,7 @@ events, and that no process is left behind.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from services.worker import LOG_CAP, LOG_TAIL
 from shared import runs, worktree
 from shared.config import CHECKOUT
+from shared.fsio import pending
 from shared.locks import hold
 from tests.agents import descendants, events_of, survivors, use_agent, wait_for
 from tests.fakegithub import fake_github  # noqa: F401  (fixture)
@@ -174,10 +176,11 @@ def test_a_flood_of_output_is_capped_and_the_result_still_counts(sandbox, pids):
     assert json.loads(tail.splitlines()[-1])["type"] == "result"
 
 
-def test_sigterm_interrupts_the_agent_and_commits_work_in_progress(sandbox, pids):
+def test_stop_file_and_sigterm_interrupt_the_agent_and_commit_work_in_progress(sandbox, pids):
     cfg = prepare(sandbox, pids, "interruptible", stop_grace=30)
     worker = start_worker(cfg)
     wait_for(lambda: "working" in _read(cfg.agent_log(TASK)), what="the agent to start")
+    (cfg.tree(TASK) / "STOP").write_text("")  # as `tac8 stop`; then the observer signals
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=20)  # SIGINT alone ended it: far below the 30 s grace
     meta = runs.read_run(cfg, TASK).meta
@@ -186,6 +189,69 @@ def test_sigterm_interrupts_the_agent_and_commits_work_in_progress(sandbox, pids
     assert git(tree, "log", "-1", "--format=%s") == "WIP: Stopped by user"
     assert meta["commit"] == git(tree, "rev-parse", "HEAD")
     assert worktree.dirty_paths(tree) == [] and not origin_has(sandbox, "auto/t-1")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_without_stop_fails_the_run_for_a_retry_and_keeps_the_work(sandbox, pids,
+                                                                           signum):
+    """A reboot's SIGTERM (or an operator's kill) is no person's stop."""
+    cfg = prepare(sandbox, pids, "interruptible", stop_grace=30)
+    worker = start_worker(cfg)
+    wait_for(lambda: "working" in _read(cfg.agent_log(TASK)), what="the agent to start")
+    worker.send_signal(signum)
+    worker.communicate(timeout=20)
+    meta = runs.read_run(cfg, TASK).meta
+    tree = cfg.tree(TASK)
+    assert (meta["outcome"], meta["error"]) == ("failed", f"terminated by signal {int(signum)}")
+    assert git(tree, "log", "-1", "--format=%s") == f"WIP: interrupted by signal {int(signum)}"
+    assert meta["commit"] == git(tree, "rev-parse", "HEAD")
+    assert worktree.dirty_paths(tree) == [] and not origin_has(sandbox, "auto/t-1")
+    [event] = events_of(cfg, "run_finished")
+    assert (event["outcome"], event["error"]) == ("failed", f"terminated by signal {int(signum)}")
+
+
+def test_a_stop_without_changes_records_no_commit(sandbox, pids):
+    cfg = prepare(sandbox, pids, "commit")
+    (cfg.tree(TASK) / "STOP").write_text("")  # before the agent could start
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "stopped" and meta["commit"] is None  # not the base's sha
+    assert git(cfg.tree(TASK), "rev-parse", "HEAD") == git(sandbox.repo, "rev-parse", "origin/main")
+
+
+def test_the_outcome_and_its_staged_events_are_recorded_together(sandbox, pids):
+    cfg = prepare(sandbox, pids, "commit")
+    assert run_worker(cfg).meta["applied"] == []  # staged, recorded, delivered, forgotten
+    assert [e["type"] for e in events_of(cfg)] == ["run_finished"]
+    assert pending(cfg.events_dir, "tmp") == []
+
+
+def test_a_worker_killed_after_recording_its_outcome_has_its_event_delivered_by_the_observer(
+        sandbox, pids, tmp_path, monkeypatch):
+    from services import worker as worker_module
+    from tests.test_observer_support import ServiceProcess
+
+    cfg = prepare(sandbox, pids, "commit")
+
+    def killed(*args):
+        raise SystemExit("killed between the record and the delivery")
+
+    monkeypatch.setattr(runs, "deliver_staged_events", killed)
+    worker = worker_module.Worker(cfg, TASK)
+    with pytest.raises(SystemExit):
+        worker.finish(runs.read_run(cfg, TASK).meta, worker_module.AgentRun(exit_code=1),
+                      worker_module.Outcome(runs.FAILED, error="boom"), 1.0)
+    meta = runs.read_run(cfg, TASK).meta
+    [staged] = pending(cfg.events_dir, "tmp")
+    assert meta["outcome"] == "failed" and meta["applied"] == [runs.STAGED_EVENT + staged.name]
+    assert events_of(cfg) == []
+    observer = ServiceProcess(cfg, tmp_path / "observer.log").start()
+    try:
+        wait_for(lambda: events_of(cfg, "run_finished"), what="the observer's delivery")
+    finally:
+        assert observer.stop() == 0
+    [event] = events_of(cfg, "run_finished")
+    assert (event["error"], event["worker_id"]) == ("boom", "w-abc123")
+    assert runs.read_run(cfg, TASK).meta["applied"] == []  # delivered, name dropped
 
 
 def test_stop_now_file_ends_an_agent_that_ignores_signals_within_seconds(sandbox, pids):
@@ -210,8 +276,49 @@ def test_agent_exiting_on_sigterm_leaves_a_grandchild_that_is_swept(sandbox, pid
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=20)
     meta = runs.read_run(cfg, TASK).meta
-    assert meta["outcome"] == "stopped" and meta["exit_code"] == 143
-    assert not psutil.pid_exists(grandchild)
+    assert (meta["outcome"], meta["error"]) == ("failed", "terminated by signal 15")
+    assert meta["exit_code"] == 143 and not psutil.pid_exists(grandchild)
+
+
+def test_a_new_worker_kills_what_a_killed_worker_left_in_the_tree_before_its_agent(
+        sandbox, pids, adopt_orphans):
+    cfg = prepare(sandbox, pids, "orphan-on-sigterm")
+    worker = start_worker(cfg)
+    wait_for(lambda: "long Bash tool" in _read(cfg.agent_log(TASK)), what="the agent to start")
+    [grandchild] = [int(p.name) for p in pids.iterdir()]
+    [agent] = psutil.Process(worker.pid).children()
+    worker.kill()  # kill -9, OOM: no outcome, no sweep
+    worker.communicate(timeout=10)
+    wait_for(lambda: not _running(agent), what="the agent to die with its worker (PDEATHSIG)")
+    assert _running(psutil.Process(grandchild))  # another session: it outlived both
+
+    # The retry: an agent that fails if anything else still works in the tree.
+    cfg = use_agent(sandbox, "alone", env={"FAKE_AGENT_PIDS": str(pids)})
+    runs.start_run(cfg, TASK, {"task": TASK, "worker_id": "w-def456", "attempt": 2,
+                               "branch": cfg.branch(TASK), "title": "Tidy the README"})
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "pr", _read(cfg.agent_log(TASK))
+    assert not _running(psutil.Process(grandchild))
+    for pid in (agent.pid, grandchild):  # orphans of the killed worker: ours (adopt_orphans)
+        os.waitpid(pid, 0)
+
+
+@pytest.fixture
+def adopt_orphans():
+    """This test process as a child subreaper, so it can reap what a killed worker left
+    (this machine's init does not reap orphans)."""
+    from services.worker import PR_SET_CHILD_SUBREAPER, _libc
+
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    yield
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _running(proc):
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_a_second_worker_for_a_live_task_refuses_to_run(sandbox, pids):

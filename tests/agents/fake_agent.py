@@ -21,6 +21,8 @@ Behaviours::
                           with a running Bash tool)
     interruptible         change a file, wait; on SIGINT print an interrupted result and exit
                           (as Claude Code does)
+    alone                 commit and succeed only if no other process works in this tree
+                          (cwd inside it), else exit 1 naming them
     mix                   one of MIX, picked by the number in the tree's name (t-7 → MIX[7 % 6])
 
 Every process it leaves behind writes its pid to ``$FAKE_AGENT_PIDS/<pid>`` (when that
@@ -100,6 +102,21 @@ def daemonize() -> None:
     os.wait()
 
 
+def others_in_tree() -> list[int]:
+    """Pids of other processes whose working directory is inside ours."""
+    root = os.getcwd()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                cwd = os.readlink(f"/proc/{name}/cwd")
+            except OSError:
+                continue
+            if cwd == root or cwd.startswith(root + os.sep):
+                found.append(int(name))
+    return found
+
+
 def forever() -> None:
     while True:
         time.sleep(3600)
@@ -134,6 +151,13 @@ def main() -> int:
         result(text="blocked on a question")
     elif behaviour == "hang":
         forever()
+    elif behaviour == "alone":
+        others = others_in_tree()
+        if others:
+            print(f"fake_agent: not alone in the tree: {others}", file=sys.stderr)
+            return 1
+        commit_new_file()
+        result()
     elif behaviour == "noop":
         result(text="nothing to do")
     elif behaviour == "exit1":
