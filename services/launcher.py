@@ -16,13 +16,14 @@ Files it writes, per launch and in this order: the worktree (``shared.worktree``
 Pending: its question goes into the prompt as ``{{previous_question}}``); then it starts
 ``python -m services.worker <task>`` in a new session (stopping or killing the launcher
 never stops a worker), stages ``worker_launched``, records the pid and the staged event's
-name (``event:<name>`` in ``applied``) in one update, and delivers it; a crash before the
-delivery leaves it to the next launcher's start (or the observer), so each launch is counted
-once (``runs.deliver_staged_events``). A crash in the instant between starting the worker
-and that record update still loses the count (the pid is not known before). The task's liveness lock is taken *before* all that and
-handed to the worker (``--lock-fd``), so the task is never Active without a live holder
-unless the launcher died mid-launch, which the observer then sees as a dead worker; and it
-cannot be launched twice.
+name (``event:<name>`` in ``applied``) in one update, and delivers it. A crash before the
+delivery leaves it to the next launcher's start or to the observer (both use
+``runs.deliver_staged_events``, which also forgets delivered names), so each launch is
+counted once; a crash in the instant between starting the worker and that record update
+still loses the count (the pid is not known before). The task's liveness lock is taken
+*before* all that and handed to the worker (``--lock-fd``), so the task is never Active
+without a live holder unless the launcher died mid-launch, which the observer then sees as a
+dead worker; and it cannot be launched twice.
 
 The standby (``shared.standby``): while tasks wait for a slot (and launching is allowed and
 ``STANDBY_ROOM_MB`` of memory beyond ``min_free_memory_mb`` is free) the launcher keeps one
@@ -72,7 +73,7 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
 from shared import runs, standby, worktree
 from shared.config import CHECKOUT
 from shared.events import emit, now_iso, render_event
-from shared.fsio import atomic_write, stage
+from shared.fsio import atomic_write, deliver, stage
 from shared.locks import AlreadyHeld, HeldLock, hold, is_held
 from shared.health import read_metrics
 from shared.pause import pause, read_pause, toggle
@@ -418,10 +419,15 @@ class Launcher:
                 return False
             # Counted exactly once: staged, its name recorded with the pid, then delivered
             # (by us now, or after a crash by the next launcher's start or the observer).
+            # The name stays recorded: the observer forgets delivered names (one record
+            # write fewer per launch).
             staged = stage(cfg.events_dir, render_event(
                 "worker_launched", task_id, worker_id=worker_id, attempt=attempt, pid=proc.pid))
             runs.update_run(cfg, task_id, functools.partial(_record_launch, proc.pid, staged.name))
-        runs.deliver_staged_events(cfg, task_id, worker_id)
+        try:
+            deliver(staged)
+        except FileNotFoundError:  # the observer delivered it already
+            pass
         self.children[task_id] = proc
         threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
         self.launch_failures.pop(task_id, None)
