@@ -549,9 +549,12 @@ class Launcher:
             mtime: float | None = metrics_file.stat().st_mtime
         except OSError:
             mtime = None
-        if mtime != self.health_mtime:
+        metrics = read_metrics(self.cfg) if mtime != self.health_mtime else None
+        # An existing file that does not parse is caught mid-write (in place, by a person):
+        # the health stays as it was until the write ends (its close wakes us).
+        if mtime != self.health_mtime and (metrics is not None or mtime is None):
             self.health_mtime = mtime
-            previous, self.health = self.health, (read_metrics(self.cfg) or {}).get("health")
+            previous, self.health = self.health, (metrics or {}).get("health")
             if self.health == "critical" and previous != "critical" \
                     and read_pause(self.cfg) is None:
                 self.pause_launching("auto: health critical")
