@@ -635,4 +635,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    status = main()
+    # Everything the run leaves is durable by now (records and events are fsync'd, the lock
+    # is released): skip the interpreter's teardown, which costs the slot ~13 ms.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
