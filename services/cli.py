@@ -33,12 +33,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import psutil
 
 from shared.config import CHECKOUT, Config, ConfigError, add_config_argument, config_path, load_config
 from shared.demo import run_demo
 from shared.fsio import atomic_write
-from shared.health import heartbeat_ages, is_stale, read_metrics
+from shared.health import available_memory_mb, heartbeat_ages, is_stale, read_metrics
 from shared.locks import LockTimeout, holder, is_held
 from shared.pause import pause, read_pause, resume
 from shared.records import RecordError, read_record
@@ -547,7 +546,7 @@ def _check_supervisord(conf: Path) -> Check:
 
 
 def _check_memory(cfg: Config) -> Check:
-    available = psutil.virtual_memory().available // 2**20
+    available = int(available_memory_mb())
     need = cfg.launcher.min_free_memory_mb
     return Check("memory", available >= need, f"{available} MB available (the launcher needs {need} MB)",
                  "" if available >= need else "stop other programs, or lower [launcher] max_workers / min_free_memory_mb")

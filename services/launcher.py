@@ -67,7 +67,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
 from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent
 
 from shared import runs, standby, worktree
@@ -75,7 +74,7 @@ from shared.config import CHECKOUT
 from shared.events import emit, now_iso, render_event
 from shared.fsio import atomic_write, deliver, stage
 from shared.locks import AlreadyHeld, HeldLock, hold, is_held
-from shared.health import read_metrics
+from shared.health import available_memory_mb, read_metrics
 from shared.pause import pause, read_pause, toggle
 from shared.program import Program
 from shared.prompt import TemplateError, load_template, prompt_values, render
@@ -359,10 +358,10 @@ class Launcher:
         return retry
 
     def memory_to_spare(self, megabytes: float) -> bool:
-        return _free_mb() >= self.cfg.launcher.min_free_memory_mb + megabytes
+        return available_memory_mb() >= self.cfg.launcher.min_free_memory_mb + megabytes
 
     def memory_ok(self) -> bool:
-        free_mb = _free_mb()
+        free_mb = available_memory_mb()
         low = free_mb < self.cfg.launcher.min_free_memory_mb
         if low != self.memory_low:
             if low:
@@ -575,10 +574,6 @@ class Launcher:
                  kept=[f"{task}: {why}" for task, why in kept.items()])
             self.log.info("health %s: removed stale trees %s; kept %s", self.health,
                           removed or "none", kept or "none")
-
-
-def _free_mb() -> float:
-    return psutil.virtual_memory().available / (1024 * 1024)
 
 
 def _names_event(names: set[str], event: Any) -> bool:

@@ -84,3 +84,13 @@ def read_metrics(cfg: Config) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def available_memory_mb() -> float:
+    """Memory the kernel could give a new process now (``MemAvailable``), in MiB. Read from
+    /proc directly: the launcher asks on every launch and should not carry psutil for it."""
+    with open("/proc/meminfo", "rb") as meminfo:
+        for line in meminfo:
+            if line.startswith(b"MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("/proc/meminfo has no MemAvailable line")
