@@ -51,8 +51,12 @@ PASSED_ENV = (
     "XDG_CONFIG_HOME",
 )
 # Fixed settings, not taken from the caller: never prompt, never print colour or pagers.
+# gh lives for one request: one Go scheduler thread and no garbage collection until its heap
+# nears 64 MiB cut its CPU per call by ~40% (48 → 29 ms measured), which is most of an idle
+# Pi's CPU at one poll every 30 s; the memory limit still bounds a large answer.
 GH_SETTINGS = {"GH_PROMPT_DISABLED": "1", "GH_NO_UPDATE_NOTIFIER": "1", "NO_COLOR": "1",
-               "GH_PAGER": "cat", "LC_ALL": "C.UTF-8"}
+               "GH_PAGER": "cat", "LC_ALL": "C.UTF-8",
+               "GOMAXPROCS": "1", "GOGC": "off", "GOMEMLIMIT": "64MiB"}
 DEFAULT_TIMEOUT = 30.0  # seconds for one gh call
 PER_PAGE = 100
 _STATUS = re.compile(rb"^HTTP/\S+ (\d{3})")
