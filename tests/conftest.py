@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakegithub import fake_github  # noqa: F401  (the fixture, for every test module)
 from tests.sandbox import GIT_IDENTITY, Sandbox
 
 

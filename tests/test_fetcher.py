@@ -13,7 +13,6 @@ from shared.fsio import pending
 from shared.github import GitHub
 from shared.outbox import comment_marker, queue_comment
 from shared.records import read_record, render_record
-from tests.fakegithub import fake_github  # noqa: F401  (fixture)
 
 
 @pytest.fixture

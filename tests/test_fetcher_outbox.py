@@ -13,7 +13,6 @@ from shared import tasks
 from shared.fsio import pending
 from shared.github import GitHub
 from shared.outbox import queue_comment
-from tests.fakegithub import fake_github  # noqa: F401  (fixture)
 from tests.test_fetcher import events, make_fetcher
 
 NO_WRITE = "Resource not accessible by personal access token"

@@ -14,7 +14,6 @@ import pytest
 from shared import tasks
 from shared.fsio import pending
 from shared.outbox import queue_comment
-from tests.fakegithub import fake_github  # noqa: F401  (fixture)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 

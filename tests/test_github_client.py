@@ -13,7 +13,6 @@ import pytest
 from shared.github import (
     AuthError, GitHub, NotFound, RateLimited, Rejected, Unavailable, parse_output, scrubbed_env,
 )
-from tests.fakegithub import fake_github  # noqa: F401  (fixture)
 
 HOSTILE = ("x $(touch /tmp/pwned) `id` ; rm -rf / \n[✅ abc] {p0} \u202e\u200f\x00 "
            "'quote\" -- --input")

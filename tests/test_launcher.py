@@ -98,8 +98,8 @@ def nothing_left_behind(pids, launchers):
 
 
 def setup(sandbox, pids, behaviour="commit", *args, max_workers=2, **worker):
-    cfg = use_agent(sandbox, behaviour, *args, env={"FAKE_AGENT_PIDS": str(pids)},
-                    **{"stall_timeout": 10, "stop_grace": 0.3, **worker})
+    use_agent(sandbox, behaviour, *args, env={"FAKE_AGENT_PIDS": str(pids)},
+              **{"stall_timeout": 10, "stop_grace": 0.3, **worker})
     return sandbox.write_config(launcher={"max_workers": max_workers, "min_free_memory_mb": 0})
 
 

@@ -24,7 +24,6 @@ from shared.retry import parse_retry, parse_stamp
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, archived_ids,
                           edit_tasks)
 from tests.agents import use_agent, wait_for
-from tests.fakegithub import fake_github  # noqa: F401  (fixture)
 from tests.test_observer_support import (ServiceProcess, add_task, applied, events, launch,
                                          line_of, outbox, section_of, settled)
 

@@ -23,7 +23,6 @@ from shared.config import CHECKOUT
 from shared.fsio import pending
 from shared.locks import hold
 from tests.agents import descendants, events_of, survivors, use_agent, wait_for
-from tests.fakegithub import fake_github  # noqa: F401  (fixture)
 from tests.sandbox import git
 
 TASK = "t-1"
