@@ -25,18 +25,6 @@ still loses the count (the pid is not known before). The task's liveness lock is
 without a live holder unless the launcher died mid-launch, which the observer then sees as a
 dead worker; and it cannot be launched twice.
 
-The standby (``shared.standby``): while tasks wait for a slot (and launching is allowed and
-``STANDBY_ROOM_MB`` of memory beyond ``min_free_memory_mb`` is free) the launcher keeps one
-worker runner started in advance, ``python -m services.worker --standby FD``, and hands the
-next launch to it, lock included (passed over a socket, so it is never free), instead of
-starting a process then: that saves the ~80 ms of interpreter start-up and imports per
-launch. A standby holds no lock and counts against nothing; it ends when no task waits,
-when launching pauses, and when the launcher stops or dies. One that dies without taking a
-task is a failure; after ``STANDBY_GIVE_UP`` in a row the launcher makes no more (and says
-so) and starts workers the ordinary way. No config key: a standby exists only while tasks
-queue up, when ``max_workers`` runners already run, so it adds one idle runner (~23 MB) only
-then, and only with memory to spare.
-
 A launch that fails (git, template, agent missing) leaves the task in Pending with
 ``- Retry: attempt K/N not before …`` (same attempt, growing backoff) and ``- Error:``, a
 ``launch_failed`` event (and ``worktree_error`` for git) and the error in the run record;
@@ -58,7 +46,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -69,7 +56,7 @@ from typing import Any
 
 from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent
 
-from shared import runs, standby, worktree
+from shared import runs, worktree
 from shared.config import CHECKOUT
 from shared.events import emit, now_iso, render_event
 from shared.fsio import atomic_write, deliver, stage
@@ -88,10 +75,6 @@ CLEAN_EVERY = 600.0  # seconds between stale-tree cleanups while health is degra
 FETCH_EVERY = 60.0  # seconds between fetches of the base branch before new branches
 HEALTH_BAD = ("degraded", "critical")
 BLOCKED_FILE = "BLOCKED.md"  # a blocked run's question, in its tree
-STANDBY_GIVE_UP = 3  # standbys in a row that die without taking a task: stop making them
-STANDBY_ROOM_MB = 100  # free memory beyond min_free_memory_mb needed to start a standby
-HANDOVER_TIMEOUT = 2.0  # seconds a ready standby has to answer a handover
-READY_WAIT = 0.5  # seconds a launch waits for a standby still starting (then starts a worker)
 # A file replaced (atomic writes, most editors), created, deleted, or closed after writing (an
 # editor that writes in place). Not opened or read: the launcher reads these files itself.
 CHANGES = [FileMovedEvent, FileCreatedEvent, FileDeletedEvent, FileClosedEvent]
@@ -154,96 +137,6 @@ def _hold_back(task_id: str, retry: str, error: str, board: Board) -> None:
         board.move(task, PENDING, marker="")
 
 
-class Standby:
-    """At most one worker runner started in advance, handed the next launch (``shared.standby``).
-
-    It never holds a lock before the handover and is not in ``Launcher.children``, so it
-    counts against nothing. One that dies without taking a task is a failure; after
-    ``STANDBY_GIVE_UP`` in a row no more are made (workers start the ordinary way)."""
-
-    def __init__(self, cfg: Any, log: Any):
-        self.cfg = cfg
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-        self.sock: socket.socket | None = None
-        self.ready = False
-        self.failures = 0
-        self.given_up = False
-
-    def keep(self) -> None:
-        """Start one unless there is one (or standbys keep dying)."""
-        if self.proc is not None or self.given_up:
-            return
-        ours, theirs = standby.pair()
-        try:
-            # stdout and stderr: the launcher's, until the runner takes a task
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.worker", "--standby", str(theirs.fileno()),
-                 "--config", str(self.cfg.file)],
-                cwd=CHECKOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                pass_fds=(theirs.fileno(),))
-        except OSError as exc:
-            ours.close()
-            self._failed(f"cannot start: {exc}")
-            return
-        finally:
-            theirs.close()
-        self.sock, self.ready = ours, False
-
-    def take(self, task_id: str, lock: HeldLock) -> subprocess.Popen | None:
-        """Hand ``task_id`` and its held ``lock`` to the standby if it is ready; the worker's
-        ``Popen``, or None (none ready: the caller starts a worker itself)."""
-        if self.proc is None:
-            return None
-        if not self.ready:  # still starting, it will be ready sooner than a new process
-            self.ready = standby.wait_ready(self.sock, READY_WAIT)
-            if self.ready is None:
-                self._lost("exited before it was ready")
-                return None
-            if not self.ready:
-                self.log.info("standby worker not ready after %.1f s: starting %s without it",
-                              READY_WAIT, task_id)
-                return None
-        if not standby.offer(self.sock, task_id, lock.fileno(), HANDOVER_TIMEOUT):
-            self._lost(f"did not take {task_id}")
-            return None
-        proc = self.proc
-        self._forget()
-        self.failures = 0
-        return proc
-
-    def check(self) -> None:
-        """Reap a standby that died while waiting."""
-        if self.proc is not None and self.proc.poll() is not None:
-            self._lost(f"exited with status {self.proc.returncode}")
-
-    def dismiss(self) -> None:
-        """No standby wanted now (nothing waiting, paused, low memory, stopping)."""
-        if self.proc is not None:
-            self._end()
-
-    def _end(self) -> None:
-        self.proc.kill()  # it holds no lock and has no child: nothing to lose
-        self.proc.wait()
-        self._forget()
-
-    def _forget(self) -> None:
-        self.sock.close()
-        self.proc, self.sock, self.ready = None, None, False
-
-    def _lost(self, why: str) -> None:
-        self._end()
-        self._failed(why)
-
-    def _failed(self, why: str) -> None:
-        self.failures += 1
-        self.log.warning("standby worker %s (%d in a row)", why, self.failures)
-        if self.failures >= STANDBY_GIVE_UP:
-            self.given_up = True
-            self.log.error("standby workers failed %d times in a row: no more standbys; "
-                           "workers start the ordinary way", self.failures)
-
-
 class Launcher:
     def __init__(self, prog: Program):
         self.prog = prog
@@ -259,7 +152,6 @@ class Launcher:
         self.last_clean = -CLEAN_EVERY
         self.last_fetch = -FETCH_EVERY
         self.memory_low = False
-        self.standby = Standby(self.cfg, self.log)
 
     # --- wiring ---
     def start(self) -> None:
@@ -301,7 +193,6 @@ class Launcher:
             self.toggle_pause()
         self.check_health()
         if read_pause(self.cfg) is not None:
-            self.standby.dismiss()
             return
         board = read_board(self.cfg.tasks_file)
         if any(t.id is None for t in board.tasks(PENDING)):
@@ -313,11 +204,7 @@ class Launcher:
             if self.launch(due.pop(0)):
                 slots -= 1
         if due and self.may_launch():  # tasks wait for a slot: get ready for the next one
-            if self.memory_to_spare(STANDBY_ROOM_MB):
-                self.standby.keep()
             self.prepare(due[: self.cfg.launcher.max_workers])
-        else:
-            self.standby.dismiss()
 
     def may_launch(self) -> bool:
         """Not stopping, not paused (a failed launch may just have paused), memory to spare."""
@@ -325,7 +212,6 @@ class Launcher:
             and self.memory_ok()
 
     def reap(self) -> None:
-        self.standby.check()
         for task, proc in list(self.children.items()):
             if proc.poll() is not None:
                 del self.children[task]
@@ -356,9 +242,6 @@ class Launcher:
             self.log.warning("%s: cannot read '- Retry: %s'; launching it as attempt 1",
                              task.id, value)
         return retry
-
-    def memory_to_spare(self, megabytes: float) -> bool:
-        return available_memory_mb() >= self.cfg.launcher.min_free_memory_mb + megabytes
 
     def memory_ok(self) -> bool:
         free_mb = available_memory_mb()
@@ -432,9 +315,8 @@ class Launcher:
         self.launch_failures.pop(task_id, None)
         self.last_failure = ("", 0)
         self.unpreparable.discard(task_id)
-        self.log.info("launched %s as %s (attempt %d/%d, pid %d%s) in %.1f ms, worktree %.1f ms",
+        self.log.info("launched %s as %s (attempt %d/%d, pid %d) in %.1f ms, worktree %.1f ms",
                       task_id, worker_id, attempt, max_attempts, proc.pid,
-                      ", the standby" if "--standby" in proc.args else "",
                       (time.monotonic() - began) * 1000, tree_ms)
         return True
 
@@ -464,11 +346,7 @@ class Launcher:
         return render(template, prompt_values(self.cfg, task.id, task.title, attempt, question))
 
     def spawn(self, task_id: str, lock: HeldLock) -> subprocess.Popen:
-        """The task's worker, in a new session, handed the liveness lock: the standby if one
-        is ready, else a new process."""
-        proc = self.standby.take(task_id, lock)
-        if proc is not None:
-            return proc
+        """The task's worker, in a new session, handed the liveness lock."""
         log_path = runs.worker_log(self.cfg, task_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         fd = lock.fileno()
@@ -591,10 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     with Program.from_argv("launcher", argv) as prog:
         launcher = Launcher(prog)
         launcher.start()
-        try:
-            prog.run(launcher.cycle, interval=RESCAN)
-        finally:
-            launcher.standby.dismiss()
+        prog.run(launcher.cycle, interval=RESCAN)
     return 0
 
 

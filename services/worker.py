@@ -2,13 +2,10 @@
 
 ``python -m services.worker TASK [--config PATH] [--lock-fd N]`` — started by the launcher in
 a new session (so stopping the launcher never stops it); works without the launcher too.
-``python -m services.worker --standby FD [--config PATH]`` — the launcher's standby: it
-starts up, waits on the socket FD for a task and its lock, and then is that task's worker
-(protocol: ``shared.standby``); it exits when the launcher goes away before that. ``ps``
-shows a worker as ``tac8-worker`` and a standby as ``tac8-standby``.
+``ps`` shows a worker as ``tac8-worker``.
 
 Files: holds ``state/runs/<task>.lock`` for its whole life (taken over from the launcher
-through ``--lock-fd`` or the standby handover, else taken here); reads the run record and ``state/runs/<task>.prompt``
+through ``--lock-fd``, else taken here); reads the run record and ``state/runs/<task>.prompt``
 (the rendered prompt) and the agent command from ``conf/worker_template.md``; writes the
 agent's output to ``logs/<task>.jsonl`` (capped: the start and the tail are kept); ends by
 writing the PR marker when there is a PR, then — in one update of the run record — outcome,
@@ -50,7 +47,6 @@ import re
 import select
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,7 +55,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shared import runs, standby, worktree
+from shared import runs, worktree
 from shared.config import Config, ConfigError, add_config_argument, load_config
 from shared.events import now_iso, render_event
 from shared.fsio import atomic_write, stage
@@ -78,7 +74,7 @@ TASK_ENV = "TAC8_TASK"  # in every agent's environment: marks the task's process
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15
-WORKER_NAME, STANDBY_NAME = "tac8-worker", "tac8-standby"  # as `ps -o comm` shows them
+WORKER_NAME = "tac8-worker"  # as `ps -o comm` shows it
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -579,48 +575,21 @@ def name_process(name: str) -> None:
     _libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
-def stand_by(fd: int) -> tuple[str, int] | None:
-    """Wait, as the launcher's standby, for a task and its lock (``shared.standby``)."""
-    name_process(STANDBY_NAME)
-    with socket.socket(fileno=fd) as sock:
-        return standby.await_task(sock)
-
-
-def output_to(path: Path) -> None:
-    """Send this process's stdout and stderr to ``path`` (appended)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.worker")
-    parser.add_argument("task", nargs="?")
+    parser.add_argument("task")
     parser.add_argument("--lock-fd", type=int, metavar="N",
                         help="descriptor holding the task's liveness lock (from the launcher)")
-    parser.add_argument("--standby", type=int, metavar="FD",
-                        help="wait on this socket for a task and its lock (shared.standby)")
     add_config_argument(parser)
     args = parser.parse_args(argv)
-    if (args.task is None) == (args.standby is None):
-        parser.error("give either a TASK or --standby FD")
     os.environ["TAC8_PROGRAM"] = "worker"
     task, lock_fd = args.task, args.lock_fd
-    if args.standby is not None:
-        handed = stand_by(args.standby)
-        if handed is None:
-            return 0  # the launcher went away or dismissed the standby
-        task, lock_fd = handed
     name_process(WORKER_NAME)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
-    if args.standby is not None:
-        output_to(runs.worker_log(cfg, task))  # until now: the launcher's stderr
     worker = Worker(cfg, task)
     worker.install_signals()
     path = cfg.liveness_lock(task)

@@ -37,9 +37,7 @@ Launch files (the launcher writes them before it starts the worker):
 * ``logs/<task>.worker.log`` (``worker_log``): the worker runner's own stdout and stderr,
   appended to across attempts (the agent's output is ``cfg.agent_log``).
 * The launcher takes the liveness lock itself and hands it to the worker (``--lock-fd``,
-  ``shared.locks.adopt``), so the task counts as alive from before the worker exists. A
-  worker that was the launcher's standby gets the lock over a socket instead
-  (``shared.standby``), with the same effect; its output goes to ``worker_log`` from then on.
+  ``shared.locks.adopt``), so the task counts as alive from before the worker exists.
 """
 
 from __future__ import annotations

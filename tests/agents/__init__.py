@@ -65,21 +65,12 @@ def survivors(pid_dir: Path) -> list[int]:
     return alive
 
 
-def runner_kind(proc: psutil.Process) -> str | None:
-    """``"worker"`` or ``"standby"`` for a ``python -m services.worker`` process, else None.
-
-    A standby is named ``tac8-standby`` (``comm``) from its start-up until it takes a task,
-    then ``tac8-worker`` like every worker; one started with ``--standby`` that has not
-    renamed itself yet is still starting up, so still a standby."""
+def is_worker(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a ``python -m services.worker`` process."""
     try:
-        cmdline, name = proc.cmdline(), proc.name()
+        return "services.worker" in proc.cmdline()
     except psutil.NoSuchProcess:
-        return None
-    if "services.worker" not in cmdline:
-        return None
-    if name == "tac8-standby" or ("--standby" in cmdline and name != "tac8-worker"):
-        return "standby"
-    return "worker"
+        return False
 
 
 def descendants(pid: int | None = None) -> list[psutil.Process]:
