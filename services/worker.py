@@ -61,11 +61,11 @@ from shared.events import now_iso, render_event
 from shared.fsio import atomic_write, stage
 from shared.locks import AlreadyHeld, adopt, hold
 from shared.prompt import Template, TemplateError, load_template, prompt_values, render
+from shared.streamjson import StreamJson
 
 LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
 LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
 RECORD_TAIL = 4000  # characters of the log's tail in the run record's body
-LINE_LIMIT = 4 * 1024 * 1024  # longer stream-json lines are not parsed
 STOP_POLL = 1.0  # seconds between looks at the STOP file
 DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
 NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
@@ -206,40 +206,6 @@ class CappedLog:
             text = f.read().decode("utf-8", errors="replace")
         text = text[-chars:]
         return text.split("\n", 1)[1] if len(text) == chars and "\n" in text else text
-
-
-class StreamJson:
-    """Finds the final ``{"type": "result"}`` message in Claude-Code-style output."""
-
-    def __init__(self) -> None:
-        self.result: dict[str, Any] | None = None
-        self._line = bytearray()
-        self._skipping = False  # inside a line too long to parse
-
-    def feed(self, data: bytes) -> None:
-        while data:
-            newline = data.find(b"\n")
-            piece, data = (data, b"") if newline < 0 else (data[:newline], data[newline + 1:])
-            if not self._skipping:
-                self._line += piece
-                if len(self._line) > LINE_LIMIT:
-                    self._line.clear()
-                    self._skipping = True
-            if newline >= 0:
-                if not self._skipping:
-                    self._parse(bytes(self._line))
-                self._line.clear()
-                self._skipping = False
-
-    def _parse(self, line: bytes) -> None:
-        if not line.lstrip().startswith(b"{"):
-            return
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return
-        if isinstance(message, dict) and message.get("type") == "result":
-            self.result = message
 
 
 class PullRequestError(RuntimeError):
