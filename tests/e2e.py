@@ -3,8 +3,8 @@ system benchmark (issue 7).
 
 ``Installation(root, fake)`` lays out what a real install has: ``conf/tac8.toml``,
 ``conf/worker_template.md``, ``conf/supervisord.conf`` (the shipped one, with this
-interpreter: ``shared.demo.supervisord_conf_for``), ``state/``, ``logs/``, ``tasks.md``, and
-the repository the agents work on (``repo/``, a clone of a bare ``origin.git``), with
+interpreter: ``services.cli.demo.supervisord_conf_for``), ``state/``, ``logs/``, ``tasks.md``,
+and the repository the agents work on (``repo/``, a clone of a bare ``origin.git``), with
 ``[github] repo`` pointing at a ``FakeGitHub`` that the test runs. ``start()`` starts the real
 ``supervisord -c conf/supervisord.conf`` with the fake's environment, so every program and
 every worker inherits it; ``ctl(...)`` is the real ``supervisorctl -c …``; ``close()`` shuts
@@ -31,9 +31,9 @@ from typing import Any, Iterator
 
 import psutil
 
+from services.cli.demo import shutdown, supervisord_conf_for
 from shared import runs
 from shared.config import Config
-from shared.demo import shutdown, supervisord_conf_for
 from shared.records import read_record, render_record
 from shared.tasks import read_board
 from tests.agents import TEMPLATE_BODY, wait_for

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import readable, supervisor_socket
+from services.cli.doctor import supervisor_socket
+from services.cli.logs import readable
 from services.metrics import Metrics
 from shared.config import CHECKOUT
 from shared.events import emit

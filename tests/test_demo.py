@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.demo import run_demo
+from services.cli.demo import run_demo
 from shared.tasks import BLOCKED, COMPLETED, read_board
 
 

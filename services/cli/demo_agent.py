@@ -1,7 +1,7 @@
 """tac8's demo agent: a stand-in for Claude Code that needs no AI key (``tac8 demo``).
 
-Run as ``python -m shared.demo_agent --output-format stream-json`` in a task's worktree with
-the prompt on stdin, it behaves like Claude Code does for tac8: it prints stream-json lines
+Run as ``python services/cli/demo_agent.py --output-format stream-json`` in a task's worktree
+with the prompt on stdin, it behaves like Claude Code does for tac8: it prints stream-json lines
 (``system`` init, ``assistant`` messages, a final ``result`` with cost 0) and then either
 
 * makes a small real commit: ``demo-notes/<task>.md`` with the task's title, or

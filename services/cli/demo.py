@@ -5,9 +5,9 @@ It builds a sandbox (``<checkout>/demo/`` by default, removed and rebuilt on eve
 * ``origin.git`` (a bare "origin") and ``repo/``, its clone, which the agents work on;
 * ``tasks.md`` with tasks typed the way a person would (one is a question);
 * ``conf/tac8.toml`` (no GitHub repository: a finished task means its branch was pushed),
-  ``conf/worker_template.md`` running ``shared.demo_agent`` (commits a small note, or writes
-  BLOCKED.md for the question), and ``conf/supervisord.conf``: the shipped one, with only
-  the interpreter's path filled in;
+  ``conf/worker_template.md`` running ``demo_agent.py`` beside this file (commits a small
+  note, or writes BLOCKED.md for the question), and ``conf/supervisord.conf``: the shipped
+  one, with only the interpreter's path filled in;
 
 then starts the real supervisord with the four programs, shows progress until every task
 has settled, prints ``tac8 status``, lists the branches pushed to the sandbox origin and
@@ -16,6 +16,7 @@ shuts supervisord down.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -70,6 +71,8 @@ stop_grace = 5
 min_write_interval = 1
 """
 
+# run as a script, not ``-m services.cli.demo_agent``: it then imports nothing of the CLI
+DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 SHIPPED_INTERPRETER = "%(here)s/../.venv/bin/python"
 SETTLE_TIMEOUT = 180.0  # seconds; the demo agent takes about two seconds a task
 
@@ -115,8 +118,7 @@ def build_sandbox(root: Path) -> Path:
     config = root / "conf" / "tac8.toml"
     config.write_text(DEMO_CONFIG)
     template = read_record(CHECKOUT / "conf" / "worker_template.md")
-    template.meta["command"] = [sys.executable, "-m", "shared.demo_agent",
-                                "--output-format", "stream-json"]
+    template.meta["command"] = [sys.executable, str(DEMO_AGENT), "--output-format", "stream-json"]
     template.meta["env"] = {}
     write_record(root / "conf" / "worker_template.md", template.meta, template.body)
     (root / "conf" / "supervisord.conf").write_text(supervisord_conf_for(sys.executable))
@@ -192,3 +194,12 @@ def run_demo(root: Path, say: Callable[[str], None] = print) -> int:
         return 1
     say(f"tac8 demo: done. Look around in {root} (tasks.md, state/, logs/, metrics.json).")
     return 0
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", type=Path, default=CHECKOUT / "demo",
+                   help="where to build the sandbox (rebuilt on every run; default: ./demo)")
+
+
+def command(args: argparse.Namespace) -> int:
+    return run_demo(args.dir)

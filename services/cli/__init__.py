@@ -1,0 +1,14 @@
+"""The ``tac8`` command line: look at tac8 and steer it through its files. It imports no
+service.
+
+* ``main`` — argument parsing, the command table, ``stop`` / ``pause`` / ``resume`` / ``add``;
+* ``status`` — the dashboard; ``logs`` — an agent's log as text; ``doctor`` — checks of the
+  machine and the install; ``demo`` (with ``demo_agent``) — tac8 end to end in a sandbox;
+* ``common`` — task ids, durations and the user's error, for several commands.
+
+``tac8`` (the console script) and ``python -m services.cli`` both run ``main``.
+"""
+
+from services.cli.main import main
+
+__all__ = ["main"]
