@@ -75,7 +75,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
@@ -174,7 +174,7 @@ def _pages(value: Any) -> list[dict]:
 
 
 class Fetcher:
-    def __init__(self, cfg, gh: GitHub | None, stopping=None):
+    def __init__(self, cfg, gh: GitHub | None, stopping: Callable[[], bool] = lambda: False):
         self.cfg = cfg
         self.gh = gh
         self.stopping = stopping
@@ -233,7 +233,7 @@ class Fetcher:
             self._note_rate()
 
     def stopped(self) -> bool:
-        return self.stopping is not None and self.stopping.is_set()
+        return self.stopping()
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure in a row: doubling from
@@ -561,10 +561,10 @@ def fails_every_call(exc: GitHubError) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     with Program.from_argv("fetcher", argv) as prog:
-        gh = GitHub.from_config(prog.cfg, cancel=prog.stopping)
+        gh = GitHub.from_config(prog.cfg)
         if gh is None:
             prog.log.info("[github] repo is empty: nothing to fetch, keeping the heartbeat")
-        fetcher = Fetcher(prog.cfg, gh, prog.stopping)
+        fetcher = Fetcher(prog.cfg, gh, lambda: prog.stopping)
         sweep_tmp(prog.cfg.outbox_dir)  # items a crashed producer never finished staging
         # A comment queued by the observer wakes the loop; otherwise it sleeps until a poll
         # (or the end of a backoff) is due: an idle Pi should not pay for a ticking loop.

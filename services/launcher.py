@@ -58,8 +58,8 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
 
 from shared import runs, worktree
 from shared.config import CHECKOUT
-from shared.events import emit, now_iso, render_event
-from shared.fsio import atomic_write, deliver, stage
+from shared.events import emit, now_iso, run_key
+from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, HeldLock, hold, is_held
 from shared.health import available_memory_mb, read_metrics
 from shared.pause import pause, read_pause, toggle
@@ -102,10 +102,8 @@ def _claim(task_id: str, worker_id: str, started: str, board: Board) -> bool:
     return True
 
 
-def _record_launch(pid: int, staged_name: str, record: Any) -> None:
-    """The worker's pid and its staged ``worker_launched`` event, in one record update."""
+def _record_pid(pid: int, record: Any) -> None:
     record.meta["pid"] = pid
-    record.meta["applied"] = [*(record.meta.get("applied") or []), runs.STAGED_EVENT + staged_name]
 
 
 def _read_question(tree: Path) -> str:
@@ -164,26 +162,12 @@ class Launcher:
         prog.watch(cfg.state_dir, wanted=functools.partial(_names_event, {cfg.pause_file.name}),
                    event_filter=CHANGES)
         prog.watch(cfg.runs_dir, wanted=_lock_closed, event_filter=[FileClosedEvent])
-        self.deliver_recorded_events()
         alive = self.alive_tasks()
         if alive:
             self.log.info("adopted %d live worker(s): %s", len(alive), ", ".join(sorted(alive)))
 
-    def deliver_recorded_events(self) -> None:
-        """Deliver what a crash left staged but recorded (a ``worker_launched`` between its
-        record update and its delivery), once: ``runs.deliver_staged_events``."""
-        for path in sorted(self.cfg.runs_dir.glob("*.md")):
-            if path.name.endswith(runs.QUESTION_SUFFIX):
-                continue
-            task_id = path.name.removesuffix(".md")
-            record = runs.read_run(self.cfg, task_id)
-            if record and any(str(e).startswith(runs.STAGED_EVENT)
-                              for e in record.meta.get("applied") or []):
-                runs.deliver_staged_events(self.cfg, task_id, record.meta.get("worker_id"))
-
     def _on_usr1(self, signum: int, frame: Any) -> None:
-        self.toggle_requested = True
-        self.prog.wake()
+        self.toggle_requested = True  # the wake-up fd wakes the loop
 
     # --- one pass ---
     def cycle(self) -> None:
@@ -208,7 +192,7 @@ class Launcher:
 
     def may_launch(self) -> bool:
         """Not stopping, not paused (a failed launch may just have paused), memory to spare."""
-        return not self.prog.stopping.is_set() and read_pause(self.cfg) is None \
+        return not self.prog.stopping and read_pause(self.cfg) is None \
             and self.memory_ok()
 
     def reap(self) -> None:
@@ -299,17 +283,9 @@ class Launcher:
             except OSError as exc:
                 self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {exc}")
                 return False
-            # Counted exactly once: staged, its name recorded with the pid, then delivered
-            # (by us now, or after a crash by the next launcher's start or the observer).
-            # The name stays recorded: the observer forgets delivered names (one record
-            # write fewer per launch).
-            staged = stage(cfg.events_dir, render_event(
-                "worker_launched", task_id, worker_id=worker_id, attempt=attempt, pid=proc.pid))
-            runs.update_run(cfg, task_id, functools.partial(_record_launch, proc.pid, staged.name))
-        try:
-            deliver(staged)
-        except FileNotFoundError:  # the observer delivered it already
-            pass
+            emit(cfg.events_dir, "worker_launched", task_id, worker_id=worker_id,
+                 attempt=attempt, pid=proc.pid, key=run_key(task_id, worker_id, "launched"))
+            runs.update_run(cfg, task_id, functools.partial(_record_pid, proc.pid))
         self.children[task_id] = proc
         threading.Thread(target=self._await_exit, args=(proc,), daemon=True).start()
         self.launch_failures.pop(task_id, None)

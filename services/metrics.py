@@ -10,20 +10,12 @@ Files:
 * writes, atomically: ``state/metrics.state.json`` (its own durable tally), ``metrics.json``
   and, when ``metrics.prometheus_file`` is set, a Prometheus textfile.
 
-Exactly once across ``kill -9`` at any instant. The tally (every total, the history, and
-``folded``: the names of events it has folded whose files may still exist) lives in
-``state/metrics.state.json``. Events are handled in batches, oldest first:
-
-1. fold each event of the batch whose name is not in ``folded``; add its name to ``folded``;
-2. write the state file atomically (the batch's effect is now durable);
-3. delete the batch's event files, and forget their names in memory.
-
-A crash before step 2 leaves the old state and every event file: they are folded again from
-scratch. A crash after step 2 leaves a state that lists the names of the files not yet
-deleted: on restart they are skipped and deleted. Event names are unique and a name never
-reappears in ``new/`` once deleted, so ``folded`` only needs the names still present: it is
-pruned to the current listing on every pass, and it holds at most about one batch.
-``metrics.json`` is derived from the state alone, so it can always be rewritten.
+Each event counted once across ``kill -9`` at any instant: events are delivered at least
+once, each with a ``key``, and the tally in ``state/metrics.state.json`` keeps the keys of the
+last ``SEEN_KEEP`` events counted. A batch of events is folded (skipping keys already seen),
+the state written atomically, then the batch's files deleted: a crash before the write folds
+them again from the old state; after it, they are found seen and deleted. ``metrics.json`` is
+derived from the state alone, so it can always be rewritten.
 
 Write budget (an SD card wears out): folding, and so the state file, ``metrics.json`` and the
 textfile, happen at most once every ``metrics.min_write_interval`` seconds however many
@@ -57,11 +49,10 @@ from shared.tasks import PENDING, read_board
 
 log = logging.getLogger("metrics")
 
-# The observer stages an event in events/tmp, records its name, then delivers it: a staged
-# event may wait there as long as the observer is down, so only week-old leftovers go.
-STAGED_EVENTS_KEPT = 7 * 24 * 3600.0
+STAGED_EVENTS_KEPT = 3600.0  # seconds: older files in events/tmp are a crashed producer's
 REFRESH_EVERY = 30.0  # seconds between timer wake-ups when no event arrives
-FOLD_BATCH = 1000  # events folded per state write (bounds the state file and a crash's redo)
+FOLD_BATCH = 500  # events folded per state write (bounds a crash's redo)
+SEEN_KEEP = 2 * FOLD_BATCH  # keys of the last events counted (a repeat follows a crash)
 SWEEP_EVERY = 3600.0  # seconds between sweeps of producers' crashed leftovers in events/tmp
 RECENT_KEEP = 100  # timestamps kept per kind of recent fact; more than any health threshold
 LAUNCH_TO_PR_SAMPLES = 100  # launch→PR durations kept for the median
@@ -143,7 +134,11 @@ class Tally:
         self.recent: dict[str, list[float]] = {k: data.get("recent", {}).get(k, [])
                                                for k in RECENT_KINDS}
         self.history: list[dict[str, Any]] = data.get("history", [])
-        self.folded: set[str] = set(data.get("folded", []))
+        # Keys of the events folded last, oldest first: producers deliver at least once
+        # and repeat an event only when they redo a step after a crash, so a short memory
+        # is enough to count each event once.
+        self.seen: list[str] = data.get("seen", [])
+        self._seen = set(self.seen)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -151,11 +146,24 @@ class Tally:
             "unreadable": self.unreadable, "cost_usd_total": self.cost_usd_total,
             "tokens_total": self.tokens_total, "day": self.day, "rate_limit": self.rate_limit,
             "launched_at": self.launched_at, "launch_to_pr": self.launch_to_pr,
-            "recent": self.recent, "history": self.history, "folded": sorted(self.folded),
+            "recent": self.recent, "history": self.history, "seen": self.seen,
         }, separators=(",", ":"))
 
     def _remember(self, kind: str, at: float) -> None:
         self.recent[kind] = sorted([*self.recent[kind], at])[-RECENT_KEEP:]
+
+    def fold_once(self, key: str, meta: dict[str, Any], folded_at: float) -> bool:
+        """Count the event ``meta`` unless its ``key`` was counted already; whether it was."""
+        if key in self._seen:
+            return False
+        self.fold(meta, folded_at)
+        self.seen.append(key)
+        self._seen.add(key)
+        if len(self.seen) > SEEN_KEEP:
+            for old in self.seen[: len(self.seen) - SEEN_KEEP]:
+                self._seen.discard(old)
+            del self.seen[: len(self.seen) - SEEN_KEEP]
+        return True
 
     def fold(self, meta: dict[str, Any], folded_at: float) -> None:
         """Count one event (its frontmatter)."""
@@ -257,31 +265,29 @@ class Metrics:
             return Tally(history_size=size)
 
     def fold_pending(self) -> int:
-        """Fold and delete every event waiting in ``new/``; returns how many were folded."""
-        listing = pending(self.cfg.events_dir)
-        self.tally.folded &= {p.name for p in listing}
+        """Fold and delete every event waiting in ``new/``; returns how many were counted
+        (an event whose key was counted already is deleted, not counted)."""
         folded = 0
-        for batch in _chunks(listing, FOLD_BATCH):
-            fresh = [p for p in batch if p.name not in self.tally.folded]
-            for path in fresh:
-                self._fold_file(path)
-                self.tally.folded.add(path.name)
-            if fresh:
+        for batch in _chunks(pending(self.cfg.events_dir), FOLD_BATCH):
+            counted = sum(self._fold_file(path) for path in batch)
+            if counted:
                 atomic_write(state_path(self.cfg), self.tally.to_json())
-                folded += len(fresh)
-            for path in batch:
+                folded += counted
+            for path in batch:  # only once their effect is durable
                 path.unlink(missing_ok=True)
-                self.tally.folded.discard(path.name)
         return folded
 
-    def _fold_file(self, path: Path) -> None:
+    def _fold_file(self, path: Path) -> bool:
         try:
             meta = read_record(path).meta
+        except FileNotFoundError:
+            return False
         except (RecordError, UnicodeDecodeError) as exc:
             self.tally.unreadable += 1
             log.warning("unreadable event %s dropped: %s", path.name, exc)
-            return
-        self.tally.fold(meta, time.time())
+            return True
+        # An event from before keys (or hand-made) is keyed by its unique file name.
+        return self.tally.fold_once(str(meta.get("key") or path.name), meta, time.time())
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The content of ``metrics.json`` at ``now`` (epoch seconds)."""

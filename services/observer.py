@@ -77,8 +77,7 @@ from typing import Any, Callable
 
 from shared import runs
 from shared.config import Config
-from shared.events import emit, now_iso, render_event
-from shared.fsio import stage
+from shared.events import emit, now_iso, run_key
 from shared.outbox import issue_number, queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
@@ -95,7 +94,6 @@ COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in 
 DONE, HELD, HALTED, RETRY, GAVE_UP = "completed", "blocked", "stopped", "retry", "failed"
 TERMINAL = (DONE, HELD, HALTED, RETRY, GAVE_UP)
 ANNOUNCED, CLEANED = "announced", "cleaned"
-STAGED = runs.STAGED_EVENT  # + the name of an event staged in state/events/tmp, not delivered
 
 
 # --- what a transition does ---------------------------------------------------------------
@@ -409,18 +407,17 @@ class TaskObserver:
                 return None
             started = _local(rec.meta.get("started"))
             seconds = (datetime.now().astimezone() - started).total_seconds() if started else None
-            staged = stage(cfg.events_dir, render_event(
-                "run_finished", task, outcome=runs.FAILED, error="worker died",
-                seconds=round(seconds, 1) if seconds else None, worker_id=worker_id,
-                key=f"{task}/{worker_id}/run_finished"))
+            # Emitted before the outcome is recorded: a crash in between emits it again
+            # under the same key, which metrics counts once.
+            emit(cfg.events_dir, "run_finished", task, outcome=runs.FAILED, error="worker died",
+                 seconds=round(seconds, 1) if seconds else None, worker_id=worker_id,
+                 key=run_key(task, worker_id, "run_finished"))
             rec.meta.update(outcome=runs.FAILED, error="worker died", finished=now_iso())
-            rec.meta["applied"] = [*(rec.meta.get("applied") or []), STAGED + staged.name]
             return runs.FAILED
 
         outcome = runs.update_run(cfg, task, change)
         if outcome == runs.FAILED:
             self.log.warning("%s: worker %s died without an outcome", task, worker_id)
-            runs.deliver_staged_events(cfg, task, worker_id)
         return outcome
 
     # --- what a decided transition means ---
@@ -499,9 +496,6 @@ class TaskObserver:
     def follow_up(self, task: str, meta: dict[str, Any]) -> None:
         applied = meta.get("applied") or []
         worker = meta.get("worker_id")
-        if any(entry.startswith(STAGED) for entry in applied):
-            # a crash came between recording and delivery
-            runs.deliver_staged_events(self.cfg, task, worker)
         transition = self.terminal(meta)
         if transition is None:
             return
@@ -522,32 +516,29 @@ class TaskObserver:
             self.add_applied(task, worker, CLEANED)
 
     def announce(self, task: str, meta: dict[str, Any], plan: Plan) -> None:
-        """Queue the comment (at least once: the fetcher sends a key once) and hand the
-        event over exactly once: staged, its name recorded with ``announced``, delivered."""
+        """Emit the event and queue the comment, both under the transition's key, then record
+        ``announced``. A crash before that record repeats both: the metrics program and the
+        fetcher each act on a key once."""
         worker = meta.get("worker_id")
-        key = f"{task}/{worker}/{plan.transition}"
+        key = run_key(task, worker, plan.transition)
         kind, details = plan.event
-        staged = stage(self.cfg.events_dir,
-                       render_event(kind, task, worker_id=worker, key=key, **details))
+        emit(self.cfg.events_dir, kind, task, worker_id=worker, key=key, **details)
         issue = issue_number(task)
         if plan.comment and issue is not None and self.cfg.github.repo:
             queue_comment(self.cfg, issue, task, key, plan.comment)
         if plan.transition == HALTED:
             # The request is carried out; left in the tree, it would stop the next attempt.
             (self.cfg.tree(task) / STOP_FILE).unlink(missing_ok=True)
-        if self.add_applied(task, worker, ANNOUNCED, STAGED + staged.name):
-            runs.deliver_staged_events(self.cfg, task, worker)
-        else:
-            staged.unlink(missing_ok=True)
+        self.add_applied(task, worker, ANNOUNCED)
 
-    def add_applied(self, task: str, worker: Any, entry: str, *more: str) -> bool:
-        """Add ``entry`` (and ``more``) to the run's ``applied`` unless ``entry`` is there
-        already or the record is another run's; whether it was added."""
+    def add_applied(self, task: str, worker: Any, entry: str) -> bool:
+        """Add ``entry`` to the run's ``applied`` unless it is there already or the record is
+        another run's; whether it was added."""
         def change(rec: Record) -> bool:
             applied = rec.meta.get("applied") or []
             if rec.meta.get("worker_id") != worker or entry in applied:
                 return False
-            rec.meta["applied"] = [*applied, entry, *more]
+            rec.meta["applied"] = [*applied, entry]
             return True
         return runs.update_run(self.cfg, task, change)
 

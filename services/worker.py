@@ -8,11 +8,11 @@ Files: holds ``state/runs/<task>.lock`` for its whole life (taken over from the 
 through ``--lock-fd``, else taken here); reads the run record and ``state/runs/<task>.prompt``
 (the rendered prompt) and the agent command from ``conf/worker_template.md``; writes the
 agent's output to ``logs/<task>.jsonl`` (capped: the start and the tail are kept); ends by
-writing the PR marker when there is a PR, then — in one update of the run record — outcome,
-exit_code, finished, error, commit, cost_usd, tokens, turns, the body (the log's tail) and
-``event:<name>`` in ``applied`` for its ``run_finished`` (and ``pr_created`` when it opened
-the PR) event, staged in ``state/events/tmp`` just before; then it delivers them. A crash
-after the record update leaves them to the observer, which delivers recorded staged events.
+writing the PR marker when there is a PR, emitting ``pr_created`` (a PR it opened) and
+``run_finished`` (each under its run's key), then — in one update of the run record —
+outcome, exit_code, finished, error, commit, cost_usd, tokens, turns and the body (the log's
+tail). A crash before that update leaves a dead worker with no outcome: the observer records
+``failed`` and emits ``run_finished`` under the same key, which metrics counts once.
 
 Stopping: a person's stop is ``trees/<task>/STOP`` (``tac8 stop`` writes it; the observer
 then sends SIGTERM, and the worker notices the file itself too). A SIGTERM, SIGINT or SIGHUP
@@ -57,8 +57,8 @@ from typing import Any
 
 from shared import runs, worktree
 from shared.config import Config, ConfigError, add_config_argument, load_config
-from shared.events import now_iso, render_event
-from shared.fsio import atomic_write, stage
+from shared.events import emit, now_iso, run_key
+from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
 from shared.prompt import Template, TemplateError, load_template, prompt_values, render
 from shared.streamjson import StreamJson
@@ -508,23 +508,24 @@ class Worker:
             "turns": result.get("num_turns"),
         }
 
-        events = [render_event(
-            "run_finished", self.task, outcome=outcome.outcome, exit_code=agent.exit_code,
-            error=outcome.error, cost_usd=fields["cost_usd"], tokens=fields["tokens"],
-            seconds=round(seconds, 1), worker_id=meta.get("worker_id"))]
+        # At least once, each under its run's key (metrics deduplicates): emitted before the
+        # outcome is recorded, so a crash in between only repeats them (the observer emits
+        # run_finished for a worker that died without an outcome). pr_created comes first:
+        # run_finished ends the run's launch→PR clock in the metrics.
+        worker_id = meta.get("worker_id")
         if outcome.pr.get("created"):
-            events.append(render_event("pr_created", self.task, url=outcome.pr["url"],
-                                       number=outcome.pr["number"]))
-        staged = [stage(self.cfg.events_dir, event) for event in events]
+            emit(self.cfg.events_dir, "pr_created", self.task, url=outcome.pr["url"],
+                 number=outcome.pr["number"], key=run_key(self.task, worker_id, "pr_created"))
+        emit(self.cfg.events_dir, "run_finished", self.task, outcome=outcome.outcome,
+             exit_code=agent.exit_code, error=outcome.error, cost_usd=fields["cost_usd"],
+             tokens=fields["tokens"], seconds=round(seconds, 1), worker_id=worker_id,
+             key=run_key(self.task, worker_id, "run_finished"))
 
         def write(record: Any) -> None:
             record.meta.update(fields)
-            record.meta["applied"] = [*(record.meta.get("applied") or []),
-                                      *(runs.STAGED_EVENT + path.name for path in staged)]
             record.body = agent.log_tail
 
         runs.update_run(self.cfg, self.task, write)
-        runs.deliver_staged_events(self.cfg, self.task, meta.get("worker_id"))
 
 
 def _field(obj: Any, *names: str) -> Any:

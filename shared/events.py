@@ -34,9 +34,10 @@ task_retry              observer   attempt, not_before, error
 stop_requested          observer   worker_id, alive, signalled (one per STOP touched)
 ======================  =========  =====================================================
 
-The observer's task_* events and its run_finished also carry ``worker_id`` and ``key``
-(``<task>/<worker_id>/<transition>``, as on the comment), and are handed over exactly once
-(``fsio.stage``, name recorded in the run record, ``fsio.deliver``).
+Delivery is at least once; the metrics program deduplicates by ``key``. An event about one
+run has a key of its own that a producer redoing its step after a crash emits again
+(``<task>/<worker_id>/launched``, ``…/run_finished``, ``…/pr_created``, and the observer's
+``<task>/<worker_id>/<transition>``, as on its comment); any other event gets a unique key.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from shared.fsio import publish
+from shared.fsio import publish, unique_name
 from shared.records import render_record
 
 
@@ -61,19 +62,20 @@ def iso_at(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def emit(events_dir: Path, type: str, task: str | None = None, **details: Any) -> Path:
-    """Publish one event; returns its path in ``new/``."""
-    return publish(events_dir, render_event(type, task, **details))
+def run_key(task: str, worker_id: Any, what: str) -> str:
+    """The key of an event about one run (the same when a step is redone after a crash)."""
+    return f"{task}/{worker_id}/{what}"
 
 
-def render_event(type: str, task: str | None = None, **details: Any) -> str:
-    """One event's file content (for a producer that stages it: ``shared.fsio.stage``)."""
-    meta: dict[str, Any] = {
-        "type": type,
-        "at": now_iso(),
-        "program": os.environ.get("TAC8_PROGRAM", "tac8"),
-    }
+def emit(events_dir: Path, type: str, task: str | None = None, *, key: str | None = None,
+         **details: Any) -> Path:
+    """Publish one event; returns its path in ``new/``. Without ``key`` it is unique."""
+    name = unique_name()
+    program = os.environ.get("TAC8_PROGRAM", "tac8")
+    meta: dict[str, Any] = {"type": type, "at": now_iso(), "program": program,
+                            "key": key or f"{program}/{name}"}
     if task:
         meta["task"] = task
     meta.update({k: v for k, v in details.items() if v is not None})
-    return render_record(meta)
+    return publish(events_dir, render_record(meta), name=name)
+

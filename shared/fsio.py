@@ -29,9 +29,10 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def stage_file(path: Path, data: str | bytes, *, mode: int = 0o644) -> Path:
+def stage_file(path: Path, data: str | bytes, *, mode: int = 0o644, fsync: bool = True) -> Path:
     """Write ``data`` to a durable temporary file beside ``path``; returns it. Publish it
-    with ``publish_file`` (or unlink it to give up)."""
+    with ``publish_file`` (or unlink it to give up). ``fsync=False`` for a file whose loss
+    in a power cut costs nothing (a heartbeat): still atomic, not durable."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -41,24 +42,26 @@ def stage_file(path: Path, data: str | bytes, *, mode: int = 0o644) -> Path:
         with os.fdopen(fd, "wb") as out:
             out.write(raw)
             out.flush()
-            os.fsync(out.fileno())
+            if fsync:
+                os.fsync(out.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def publish_file(staged: Path, path: Path) -> None:
+def publish_file(staged: Path, path: Path, *, fsync: bool = True) -> None:
     """Rename a ``stage_file`` result onto ``path`` and make the rename durable."""
     os.replace(staged, path)
-    fsync_dir(Path(path).parent)
+    if fsync:
+        fsync_dir(Path(path).parent)
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o644, fsync: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see all of it or none of it."""
-    staged = stage_file(path, data, mode=mode)
+    staged = stage_file(path, data, mode=mode, fsync=fsync)
     try:
-        publish_file(staged, Path(path))
+        publish_file(staged, Path(path), fsync=fsync)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
@@ -69,16 +72,16 @@ def unique_name() -> str:
     return f"{time.time_ns():020d}.{os.getpid()}.{next(_counter)}"
 
 
-def publish(maildir: Path, data: str | bytes) -> Path:
-    """Hand ``data`` to a consumer of ``maildir``; returns the path in ``new/``."""
-    return deliver(stage(maildir, data))
+def publish(maildir: Path, data: str | bytes, name: str | None = None) -> Path:
+    """Hand ``data`` to a consumer of ``maildir`` (as ``name``, default a fresh
+    ``unique_name``); returns the path in ``new/``."""
+    return deliver(stage(maildir, data, name))
 
 
-def stage(maildir: Path, data: str | bytes) -> Path:
+def stage(maildir: Path, data: str | bytes, name: str | None = None) -> Path:
     """The first half of ``publish``: ``data`` durably in ``tmp/``, not yet visible to the
-    consumer. A producer that must hand a file over exactly once records the staged name
-    (with its other state), then calls ``deliver``: a staged file that is gone was delivered."""
-    staged = Path(maildir) / "tmp" / unique_name()
+    consumer (a fetcher's outbox item is staged, then delivered when complete)."""
+    staged = Path(maildir) / "tmp" / (name or unique_name())
     atomic_write(staged, data)
     return staged
 

@@ -1,18 +1,16 @@
-"""What every long-running tac8 program shares (DESIGN.md §2 rules 5 and 6).
+"""What every long-running tac8 program shares: one wait loop (protocol: docs/PROTOCOL.md).
 
-* ``--config`` handling: a bad config is one line on stderr and exit status 2.
+* ``--config``: a bad config is one line on stderr and exit status 2.
 * Single instance: the program holds ``state/locks/<program>.lock`` while it runs.
-* Heartbeat: the mtime of ``state/heartbeats/<program>``, touched at most once a minute.
-* SIGTERM / SIGINT: ``stopping`` is set and the loop ends within a fraction of a second.
-* Wake-ups: watchdog events on the watched paths only *wake* the loop, which then rescans
-  (events are hints: a missed or duplicated one changes nothing); the loop also runs on a
-  slow timer.
-
-Usage::
-
-    with Program.from_argv("observer", argv) as prog:
-        prog.watch(prog.cfg.trees_dir, recursive=True)
-        prog.run(cycle, interval=10)
+* One wait loop: the loop sleeps in ``select`` on a self-pipe. Signal handlers only record
+  (``signal.set_wakeup_fd`` writes to the pipe), watchdog threads and other threads write to
+  it (``wake``); the loop then rescans (events are hints: a missed or duplicated one changes
+  nothing), and also runs on a slow timer.
+* Shutdown as rq's worker does it: the first SIGTERM/SIGINT is warm (the current cycle ends,
+  then the program exits), a second one is cold (``ColdShutdown`` is raised at once).
+* Heartbeat: ``state/heartbeats/<program>`` holds the number of cycles run and is rewritten
+  at most every ``$TAC8_HEARTBEAT_EVERY`` seconds (default 60: an SD card needs no more);
+  its mtime is the liveness others read. Tests set 0 to wait for cycles, not for time.
 """
 
 from __future__ import annotations
@@ -20,30 +18,38 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
-
 from shared.config import Config, ConfigError, add_config_argument, load_config
+from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, hold
 
-HEARTBEAT_EVERY = 60.0  # seconds; an SD card does not need more
+HEARTBEAT_EVERY = 60.0  # seconds; the most a loop ever sleeps, so the heartbeat stays fresh
+ERROR_PAUSE = 5.0  # seconds to wait after a cycle that failed, so a persistent fault cannot spin
 
 
-class _WakeOnEvent(FileSystemEventHandler):
-    def __init__(self, wake: Callable[[], None], wanted: Callable[[Any], bool] | None = None):
-        self._wake = wake
-        self._wanted = wanted
+class ColdShutdown(SystemExit):
+    """A second stop signal: leave now, mid-cycle (every program recovers from its files)."""
 
-    def on_any_event(self, event: Any) -> None:
-        if self._wanted is None or self._wanted(event):
-            self._wake()
+
+def heartbeat_every() -> float:
+    try:
+        return max(0.0, float(os.environ.get("TAC8_HEARTBEAT_EVERY", HEARTBEAT_EVERY)))
+    except ValueError:
+        return HEARTBEAT_EVERY
+
+
+def read_cycles(path: Path) -> int:
+    """The cycle count a heartbeat file holds (0 if it is missing or unreadable)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Program:
@@ -53,11 +59,13 @@ class Program:
         self.cfg = cfg
         self.args = args
         self.log = logging.getLogger(name)
-        self.stopping = threading.Event()
-        self._wake = threading.Event()
+        self.stop_signals = 0
+        self.cycles = 0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._observer: Any = None
         self._lock = None
-        self._last_beat = -HEARTBEAT_EVERY
+        self._beat_every = heartbeat_every()
+        self._last_beat = -float("inf")
 
     @classmethod
     def from_argv(cls, name: str, argv: list[str] | None = None,
@@ -83,26 +91,36 @@ class Program:
         except AlreadyHeld as exc:
             print(f"{self.name}: another instance is running ({exc})", file=sys.stderr)
             raise SystemExit(1) from None
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop_signal)
         self.heartbeat()
         self.log.info("started (pid %d, config %s)", os.getpid(), self.cfg.file)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=1.0)
         if self._lock is not None:
             self._lock.release()
-        self.log.info("stopped")
+        self.log.info("stopped%s", " (cold)" if exc_type is ColdShutdown else "")
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_signals > 0
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        self.stopping.set()
-        self._wake.set()
+        self.stop_signals += 1
+        if self.stop_signals > 1:
+            raise ColdShutdown(128 + signum)
 
     def wake(self) -> None:
-        self._wake.set()
+        """Wake the loop (safe from any thread)."""
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full: the loop is awake already
+            pass
 
     def watch(self, path: Path, recursive: bool = False, *,
               wanted: Callable[[Any], bool] | None = None, create: bool = True,
@@ -118,6 +136,8 @@ class Program:
         if create:
             Path(path).mkdir(parents=True, exist_ok=True)
         if self._observer is None:
+            from watchdog.observers import Observer  # only a program that watches needs it
+
             self._observer = Observer()
             self._observer.daemon = True
             self._observer.start()
@@ -129,41 +149,63 @@ class Program:
         directory was deleted)."""
         self._observer.unschedule(handle)
 
-    def wait(self, timeout: float) -> None:
-        """Sleep until woken, stopped, or ``timeout`` seconds pass."""
-        self._wake.wait(timeout)
-        self._wake.clear()
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken, stopped, or ``timeout`` seconds pass; True if woken."""
+        if self.stopping:
+            return True
+        ready, _, _ = select.select([self._wake_r], [], [], max(0.0, timeout))
+        self._drain()
+        return bool(ready)
 
     def sleep(self, seconds: float) -> bool:
         """Sleep ignoring wake-ups; returns False if the program is stopping."""
-        return not self.stopping.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            self.wait(deadline - time.monotonic())
+        return not self.stopping
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self._last_beat < HEARTBEAT_EVERY:
+        if now - self._last_beat < self._beat_every:
             return
-        path = self.cfg.heartbeat(self.name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-        os.utime(path)
+        atomic_write(self.cfg.heartbeat(self.name), f"{self.cycles}\n", fsync=False)
         self._last_beat = now
 
     def run(self, cycle: Callable[[], Any], interval: float | Callable[[], float]) -> None:
-        """Call ``cycle`` on every wake-up and at least every ``interval`` seconds.
+        """Call ``cycle`` on every wake-up and at least every ``interval`` seconds, until a
+        stop signal; a cycle that is running when it comes is finished first (warm).
 
         ``interval`` may be a function, asked after each cycle (e.g. "until the next poll is
-        due"); the loop still turns at least once a heartbeat period, so the heartbeat of a
-        program that sleeps long stays fresh."""
-        while not self.stopping.is_set():
-            self._wake.clear()
-            seconds = interval if not callable(interval) else None
+        due"); the loop still turns at least once a heartbeat period."""
+        while not self.stopping:
+            self._drain()
             try:
                 cycle()
+            except ColdShutdown:
+                raise
             except Exception:  # a bad cycle must not end a 24/7 program; it is logged
                 self.log.exception("cycle failed")
-                self.sleep(5.0)
+                self.sleep(ERROR_PAUSE)
+            self.cycles += 1
             self.heartbeat()
-            if seconds is None:
-                seconds = interval()
-            if not self.stopping.is_set():
-                self.wait(min(max(seconds, 0.0), HEARTBEAT_EVERY))
+            seconds = interval() if callable(interval) else interval
+            self.wait(min(max(seconds, 0.0), HEARTBEAT_EVERY))
+
+
+class _WakeOnEvent:
+    """A watchdog handler that only wakes the loop (for the events ``wanted`` picks)."""
+
+    def __init__(self, wake: Callable[[], None], wanted: Callable[[Any], bool] | None = None):
+        self._wake = wake
+        self._wanted = wanted
+
+    def dispatch(self, event: Any) -> None:
+        if self._wanted is None or self._wanted(event):
+            self._wake()

@@ -47,12 +47,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.config import Config
-from shared.fsio import deliver
 from shared.locks import file_lock, is_held
 from shared.records import Record, RecordError, read_record, update_record, write_record
 
 PR, FAILED, BLOCKED, STOPPED = "pr", "failed", "blocked", "stopped"
-STAGED_EVENT = "event:"  # an ``applied`` entry: + the name of an event staged, not delivered
 OUTCOMES = (PR, FAILED, BLOCKED, STOPPED)
 QUESTION_SUFFIX = ".question.md"  # state/runs/<task>.question.md: see question_file
 
@@ -131,26 +129,3 @@ def write_pr_marker(cfg: Config, task: str, *, url: str, number: int | None, hea
         "task": task, "url": url, "number": number, "head": head, "commit": commit,
         "found_by": found_by,
     })
-
-
-def deliver_staged_events(cfg: Config, task: str, worker: Any) -> None:
-    """Deliver the events recorded as staged (``STAGED_EVENT`` entries in ``applied``) in the
-    run record of ``task``, then forget their names (if the record is still ``worker``'s run).
-    A staged file that is gone was delivered already (before a crash, or by another program
-    delivering the same record): it is not sent again, so each is delivered exactly once."""
-    record = read_run(cfg, task)
-    applied = (record.meta.get("applied") or []) if record else []
-    names = [e[len(STAGED_EVENT):] for e in applied if e.startswith(STAGED_EVENT)]
-    for name in names:
-        try:
-            deliver(cfg.events_dir / "tmp" / name)
-        except FileNotFoundError:
-            pass
-
-    def forget(rec: Record) -> None:
-        if rec.meta.get("worker_id") == worker:
-            rec.meta["applied"] = [e for e in rec.meta.get("applied") or []
-                                   if not (e.startswith(STAGED_EVENT)
-                                           and e[len(STAGED_EVENT):] in names)]
-    if names:
-        update_run(cfg, task, forget)

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.fakegithub import fake_github  # noqa: F401  (the fixture, for every test module)
 from tests.sandbox import GIT_IDENTITY, Sandbox
+
+# Every program the tests start rewrites its heartbeat (its cycle count) after each cycle, so
+# a test waits for cycles (tests.agents.wait_cycles), never for an amount of time.
+os.environ["TAC8_HEARTBEAT_EVERY"] = "0"
 
 
 @pytest.fixture

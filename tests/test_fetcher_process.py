@@ -9,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from shared import tasks
 from shared.fsio import pending
 from shared.outbox import queue_comment
+from shared.program import read_cycles
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -31,17 +33,23 @@ def wait_for(condition, timeout: float = 15.0, what: str = "condition") -> None:
         time.sleep(0.02)
 
 
-def stop(proc: subprocess.Popen) -> float:
-    """SIGTERM; returns how long the process took to exit."""
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen, signals: int = 1) -> str:
+    """Send SIGTERM ``signals`` times; returns the program's output once it has exited."""
+    for n in range(signals):
+        if n:
+            time.sleep(0.5)  # two signals at once would be handled as one
+        proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=5)
+        out, _ = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise
-    return time.monotonic() - started
+    return out
+
+
+def gh_children(proc: subprocess.Popen) -> list[psutil.Process]:
+    return [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "gh"]
 
 
 @pytest.fixture
@@ -49,20 +57,41 @@ def cfg(sandbox, fake_github):
     return sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.2})
 
 
-def test_runs_polls_and_exits_on_sigterm_within_a_second(cfg, fake_github):
+def test_a_first_sigterm_is_warm_the_call_in_flight_completes(cfg, fake_github):
     fake_github.add_issue("from the process")
     proc = start(cfg)
     try:
         wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
                  what="the issue to reach tasks.md")
         assert cfg.heartbeat("fetcher").exists()
-        fake_github.slow_next(1, seconds=5)  # SIGTERM while a gh call hangs
+        fake_github.slow_next(1, seconds=2)  # SIGTERM while a gh call hangs
         fake_github.reset_log()
         wait_for(lambda: fake_github.count() >= 1, what="the next poll")
+        gh = gh_children(proc)
     finally:
-        took = stop(proc)
-    assert proc.returncode == 0, proc.stdout.read()
-    assert took < 1.0
+        out = stop(proc)
+    assert proc.returncode == 0, out
+    assert "fetcher INFO stopped\n" in out and "cycle failed" not in out
+    assert gh and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in gh)
+    assert "github_api_error" not in "".join(p.read_text() for p in pending(cfg.events_dir))
+
+
+def test_a_second_sigterm_is_cold_and_kills_the_call_in_flight(cfg, fake_github):
+    fake_github.add_issue("from the process")
+    proc = start(cfg)
+    try:
+        wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
+                 what="the issue to reach tasks.md")
+        fake_github.slow_next(1, seconds=60)
+        fake_github.reset_log()
+        wait_for(lambda: fake_github.count() >= 1 and gh_children(proc), what="a hanging call")
+        gh = gh_children(proc)
+    finally:
+        out = stop(proc, signals=2)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopped (cold)" in out
+    psutil.wait_procs(gh, timeout=10)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in gh)
 
 
 def test_killed_right_after_posting_a_comment_posts_it_once(cfg, fake_github):
@@ -124,10 +153,14 @@ def test_idles_with_no_repository(sandbox, fake_github):
     proc = start(cfg)
     try:
         wait_for(lambda: cfg.heartbeat("fetcher").exists(), what="a heartbeat")
-        time.sleep(0.5)
+        cycles = read_cycles(cfg.heartbeat("fetcher"))
+        for n in range(3):  # each queued comment wakes the loop: three cycles, no poll
+            queue_comment(cfg, 1, "gh-1", f"k{n}", "hello")
+            wait_for(lambda: read_cycles(cfg.heartbeat("fetcher")) > cycles + n,
+                     what=f"cycle {n + 1} after the first")
     finally:
-        took = stop(proc)
-    assert proc.returncode == 0 and took < 1.0
+        out = stop(proc)
+    assert proc.returncode == 0, out
     assert fake_github.count() == 0
 
 

@@ -1,5 +1,5 @@
 """The launcher's hand-offs: a blocked task answered and launched again, a claim that fails,
-a launch event left staged by a crash, and the pause toggle under its lock."""
+the launch event, and the pause toggle under its lock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import threading
 
 from services.launcher import Launcher
 from shared import runs, worktree
-from shared.events import render_event
-from shared.fsio import pending, stage
+from shared.fsio import pending
 from shared.locks import file_lock, hold
 from shared.pause import pause, read_pause, toggle
 from shared.records import read_record, write_record
@@ -58,21 +57,6 @@ def test_a_claim_that_fails_leaves_the_last_run_s_record_alone(sandbox, pids):
     assert Launcher(InProcess(cfg)).launch(task) is False
     assert runs.read_run(cfg, "t-1").meta == old
     assert events_of(cfg, "worker_launched") == []
-
-
-def test_a_launch_event_left_staged_by_a_crash_is_delivered_once_at_start(
-        sandbox, pids, launchers):
-    cfg = setup(sandbox, pids)
-    staged = stage(cfg.events_dir, render_event("worker_launched", "t-1", worker_id="w-abc123",
-                                                attempt=1, pid=12345))
-    write_record(cfg.run_record("t-1"), {"task": "t-1", "worker_id": "w-abc123", "attempt": 1,
-                                         "pid": 12345,
-                                         "applied": [runs.STAGED_EVENT + staged.name]})
-    pause(cfg, "cli", "quiet")  # nothing launches: only recovery runs
-    launchers.start(cfg)
-    [launched] = wait_for(lambda: events_of(cfg, "worker_launched"), what="the delivery")
-    assert launched["worker_id"] == "w-abc123" and not staged.exists()
-    wait_for(lambda: runs.read_run(cfg, "t-1").meta["applied"] == [], what="the name forgotten")
 
 
 def test_a_launch_delivers_one_event_naming_its_worker_and_pid(sandbox, pids, launchers):

@@ -262,18 +262,31 @@ def test_a_crash_between_the_state_write_and_the_deletes_counts_nothing_twice(sa
         Metrics(cfg).fold_pending()
     monkeypatch.setattr(type(cfg.events_dir), "unlink", real_unlink)
     saved = json.loads(state_path(cfg).read_text())
-    assert saved["counts"] == {"worker_launched": 20} and len(saved["folded"]) == 10
+    assert saved["counts"] == {"worker_launched": 20} and len(saved["seen"]) == 20
     assert len(pending(cfg.events_dir)) == 21
 
     m = Metrics(cfg)
-    assert m.fold_pending() == 15  # the 6 left from the durable batch are skipped
+    assert m.fold_pending() == 15  # the 6 left from the durable batch are seen, not counted
     assert m.snapshot()["workers_launched"] == 35
     assert pending(cfg.events_dir) == []
-    # the names of deleted events are forgotten: the state does not grow
-    extra = emit(cfg.events_dir, "worker_launched", task="gh-x")
-    m.fold_pending()
-    assert json.loads(state_path(cfg).read_text())["folded"] == [extra.name]
-    assert Metrics(cfg).snapshot()["workers_launched"] == 36
+
+
+def test_an_event_repeated_under_its_key_is_counted_once_and_the_memory_is_bounded(
+        sandbox, monkeypatch):
+    cfg = sandbox.cfg
+    monkeypatch.setattr(metrics_module, "SEEN_KEEP", 5)
+    emit(cfg.events_dir, "run_finished", "t-1", outcome="pr", key="t-1/w-1/run_finished")
+    m = Metrics(cfg)
+    assert m.fold_pending() == 1
+    # a producer that redid its step after a crash: the same key again, in a later batch
+    emit(cfg.events_dir, "run_finished", "t-1", outcome="failed", key="t-1/w-1/run_finished")
+    assert Metrics(cfg).fold_pending() == 0
+    assert Metrics(cfg).snapshot()["workers_completed"] == 1
+    assert Metrics(cfg).snapshot()["workers_failed"] == 0
+    for n in range(7):
+        emit(cfg.events_dir, "worker_launched", f"t-{n}")
+    Metrics(cfg).fold_pending()
+    assert len(json.loads(state_path(cfg).read_text())["seen"]) == 5
 
 
 def test_unreadable_events_are_counted_and_dropped(sandbox):

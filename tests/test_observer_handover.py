@@ -12,8 +12,7 @@ import pytest
 
 from services import observer as observer_module
 from shared import runs
-from shared.events import render_event
-from shared.fsio import stage
+from shared.events import emit, run_key
 from shared.records import write_record
 from shared.tasks import ACTIVE, PENDING, edit_tasks, make_marker
 from tests.test_observer_support import events, section_of
@@ -52,16 +51,17 @@ def active_failed_run(cfg, task, **meta):
                                         "outcome": "failed", "error": "exit 1", **meta})
 
 
-@pytest.mark.parametrize("staged_run_finished", [False, True],
-                         ids=["retry", "retry-after-a-crash-left-run_finished-staged"])
+@pytest.mark.parametrize("crashed", [False, True],
+                         ids=["retry", "retry-after-a-crash-between-run_finished-and-the-record"])
 def test_a_retry_is_announced_even_when_the_next_attempt_starts_at_once(
-        sandbox, monkeypatch, staged_run_finished):
+        sandbox, monkeypatch, crashed):
     cfg, task = sandbox.cfg, "t-1"
-    applied = []
-    if staged_run_finished:  # a crash came after record_death recorded it, before delivery
-        staged = stage(cfg.events_dir, render_event("run_finished", task, outcome="failed"))
-        applied = [runs.STAGED_EVENT + staged.name]
-    active_failed_run(cfg, task, applied=applied)
+    if crashed:  # an observer emitted a dead worker's run_finished, then died before recording
+        emit(cfg.events_dir, "run_finished", task, outcome="failed",
+             key=run_key(task, "w-first0", "run_finished"))
+        active_failed_run(cfg, task, outcome=None, error=None)
+    else:
+        active_failed_run(cfg, task)
     relaunch_on_move(monkeypatch, cfg, task)
 
     observer_module.TaskObserver(InProcess(cfg)).cycle()
@@ -70,5 +70,5 @@ def test_a_retry_is_announced_even_when_the_next_attempt_starts_at_once(
     assert runs.read_run(cfg, task).meta["worker_id"] == "w-next00"  # the launch happened
     [retry] = events(cfg, "task_retry")
     assert retry["attempt"] == 2 and retry["worker_id"] == "w-first0"
-    assert len(events(cfg, "run_finished")) == int(staged_run_finished)
-    assert list((cfg.events_dir / "tmp").iterdir()) == []  # nothing left staged
+    finished = events(cfg, "run_finished")
+    assert {e["key"] for e in finished} == ({f"{task}/w-first0/run_finished"} if crashed else set())

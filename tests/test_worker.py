@@ -22,6 +22,7 @@ from shared import runs, worktree
 from shared.config import CHECKOUT
 from shared.fsio import pending
 from shared.locks import hold
+from shared.tasks import ACTIVE, edit_tasks, make_marker
 from tests.agents import descendants, events_of, survivors, use_agent, wait_for
 from tests.sandbox import git
 
@@ -217,40 +218,48 @@ def test_a_stop_without_changes_records_no_commit(sandbox, pids):
     assert git(cfg.tree(TASK), "rev-parse", "HEAD") == git(sandbox.repo, "rev-parse", "origin/main")
 
 
-def test_the_outcome_and_its_staged_events_are_recorded_together(sandbox, pids):
+def test_the_run_s_events_carry_its_key_and_are_emitted_before_the_outcome(sandbox, pids):
     cfg = prepare(sandbox, pids, "commit")
-    assert run_worker(cfg).meta["applied"] == []  # staged, recorded, delivered, forgotten
-    assert [e["type"] for e in events_of(cfg)] == ["run_finished"]
+    meta = run_worker(cfg).meta
+    assert "applied" not in meta
+    [event] = events_of(cfg)
+    assert (event["type"], event["key"]) == ("run_finished", f"{TASK}/w-abc123/run_finished")
     assert pending(cfg.events_dir, "tmp") == []
 
 
-def test_a_worker_killed_after_recording_its_outcome_has_its_event_delivered_by_the_observer(
+def test_a_worker_killed_before_recording_its_outcome_is_counted_once(
         sandbox, pids, tmp_path, monkeypatch):
+    """Its run_finished is out, its outcome not on record: the observer finds it dead and
+    emits run_finished under the same key; the metrics program counts one run."""
     from services import worker as worker_module
+    from services.metrics import Metrics
     from tests.test_observer_support import ServiceProcess
 
     cfg = prepare(sandbox, pids, "commit")
 
     def killed(*args):
-        raise SystemExit("killed between the record and the delivery")
+        raise SystemExit("killed between the event and the record")
 
-    monkeypatch.setattr(runs, "deliver_staged_events", killed)
+    monkeypatch.setattr(runs, "update_run", killed)
     worker = worker_module.Worker(cfg, TASK)
     with pytest.raises(SystemExit):
         worker.finish(runs.read_run(cfg, TASK).meta, worker_module.AgentRun(exit_code=1),
                       worker_module.Outcome(runs.FAILED, error="boom"), 1.0)
-    meta = runs.read_run(cfg, TASK).meta
-    [staged] = pending(cfg.events_dir, "tmp")
-    assert meta["outcome"] == "failed" and meta["applied"] == [runs.STAGED_EVENT + staged.name]
-    assert events_of(cfg) == []
+    monkeypatch.undo()
+    assert runs.read_run(cfg, TASK).meta.get("outcome") is None
+    assert [e["error"] for e in events_of(cfg, "run_finished")] == ["boom"]
+    edit_tasks(cfg, lambda board: board.move(board.add("Tidy", task_id=TASK), ACTIVE,
+                                             marker=make_marker(ACTIVE, "w-abc123")))
     observer = ServiceProcess(cfg, tmp_path / "observer.log").start()
     try:
-        wait_for(lambda: events_of(cfg, "run_finished"), what="the observer's delivery")
+        wait_for(lambda: len(events_of(cfg, "run_finished")) == 2, what="the observer's event")
     finally:
         assert observer.stop() == 0
-    [event] = events_of(cfg, "run_finished")
-    assert (event["error"], event["worker_id"]) == ("boom", "w-abc123")
-    assert runs.read_run(cfg, TASK).meta["applied"] == []  # delivered, name dropped
+    assert runs.read_run(cfg, TASK).meta["error"] == "worker died"
+    assert {e["key"] for e in events_of(cfg, "run_finished")} == {f"{TASK}/w-abc123/run_finished"}
+    metrics = Metrics(cfg)
+    metrics.fold_pending()
+    assert metrics.tally.outcomes == {"failed": 1}
 
 
 def test_stop_now_file_ends_an_agent_that_ignores_signals_within_seconds(sandbox, pids):

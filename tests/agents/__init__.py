@@ -11,6 +11,7 @@ from typing import Any
 import psutil
 
 from shared.config import CHECKOUT, Config
+from shared.program import read_cycles
 from shared.records import read_record, render_record
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
@@ -50,6 +51,16 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def wait_cycles(cfg: Config, program: str, cycles: int = 2, **kwargs: Any) -> int:
+    """Wait until ``program`` has run ``cycles`` more cycles than it had when called (its
+    heartbeat file holds the count); returns the count reached. A cycle that starts after
+    something happened has seen it: waiting for two makes sure one started afterwards."""
+    path = cfg.heartbeat(program)
+    goal = read_cycles(path) + cycles
+    return wait_for(lambda: read_cycles(path) >= goal and read_cycles(path),
+                    what=f"{cycles} cycles of the {program}", **kwargs)
 
 
 def survivors(pid_dir: Path) -> list[int]:
