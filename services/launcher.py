@@ -382,19 +382,12 @@ class Launcher:
     # --- pause and health ---
     def pause_launching(self, reason: str) -> None:
         pause(self.cfg, "launcher", reason)
-        self.paused(reason)
-
-    def paused(self, reason: str) -> None:
-        emit(self.cfg.events_dir, "paused", reason=reason)
         self.log.warning("paused: %s", reason)
 
     def toggle_pause(self) -> None:
         """SIGUSR1: pause or resume, one step under the pause lock (``shared.pause.toggle``)."""
-        if toggle(self.cfg, "launcher", "paused by SIGUSR1"):
-            self.paused("paused by SIGUSR1")
-        else:
-            emit(self.cfg.events_dir, "resumed", reason="resumed by SIGUSR1")
-            self.log.info("resumed by SIGUSR1")
+        paused = toggle(self.cfg, "launcher", "by SIGUSR1")
+        self.log.info("%s by SIGUSR1", "paused" if paused else "resumed")
 
     def check_health(self) -> None:
         metrics_file = self.cfg.paths.metrics

@@ -6,8 +6,9 @@ repeated startup failure); removed by ``tac8 resume`` or SIGUSR1. Running worker
 
 Every change (``pause``, ``resume``, ``toggle``) holds ``state/locks/PAUSE.lock``, so a
 toggle's read and its write are one step: a ``tac8 pause`` written meanwhile is never
-removed by a toggle that read "not paused". Reads need no lock (the file is replaced
-atomically).
+removed by a toggle that read "not paused". Each change emits its event (``paused`` or
+``resumed``, with ``by`` and ``reason``) just before it: whoever sees the file changed finds
+the event already out. Reads need no lock (the file is replaced atomically).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.config import Config
-from shared.events import now_iso
+from shared.events import emit, now_iso
 from shared.locks import file_lock
 from shared.records import RecordError, read_record, write_record
 
@@ -35,15 +36,16 @@ def _lock(cfg: Config) -> Any:
 
 
 def _write(cfg: Config, by: str, reason: str) -> None:
+    emit(cfg.events_dir, "paused", by=by, reason=reason)
     write_record(cfg.pause_file, {"by": by, "at": now_iso(), "reason": reason})
 
 
-def _remove(cfg: Config) -> bool:
-    try:
-        cfg.pause_file.unlink()
-        return True
-    except FileNotFoundError:
+def _remove(cfg: Config, by: str, reason: str) -> bool:
+    if not cfg.pause_file.exists():
         return False
+    emit(cfg.events_dir, "resumed", by=by, reason=reason)
+    cfg.pause_file.unlink(missing_ok=True)
+    return True
 
 
 def pause(cfg: Config, by: str, reason: str) -> None:
@@ -51,17 +53,18 @@ def pause(cfg: Config, by: str, reason: str) -> None:
         _write(cfg, by, reason)
 
 
-def resume(cfg: Config) -> bool:
+def resume(cfg: Config, by: str = "cli", reason: str = "resumed") -> bool:
     """Remove the pause; returns whether there was one."""
     with _lock(cfg):
-        return _remove(cfg)
+        return _remove(cfg, by, reason)
 
 
 def toggle(cfg: Config, by: str, reason: str) -> bool:
-    """Pause (with ``by`` and ``reason``) if not paused, else resume; whether it is paused now."""
+    """Pause if not paused, else resume (``by`` and ``reason`` say who and why); whether it
+    is paused now."""
     with _lock(cfg):
         if read_pause(cfg) is None:
-            _write(cfg, by, reason)
+            _write(cfg, by, f"paused {reason}")
             return True
-        _remove(cfg)
+        _remove(cfg, by, f"resumed {reason}")
         return False

@@ -72,13 +72,18 @@ def test_a_launch_delivers_one_event_naming_its_worker_and_pid(sandbox, pids, la
     assert not (cfg.events_dir / "tmp" / path.name).exists()
 
 
-def test_toggle_waits_for_the_pause_lock(sandbox):
+def test_toggle_reads_and_writes_under_the_pause_lock(sandbox):
+    """A person's ``tac8 pause`` holds the lock while the launcher's toggle starts: the toggle
+    reads the state only once the lock is free, so it sees the person's pause and resumes,
+    instead of writing its own pause over it."""
     cfg = sandbox.cfg
-    done = threading.Event()
-    with file_lock(cfg.locks_dir / "PAUSE.lock"):  # e.g. `tac8 pause` writing right now
-        thread = threading.Thread(target=lambda: (toggle(cfg, "launcher", "usr1"), done.set()))
+    with file_lock(cfg.locks_dir / "PAUSE.lock"):  # `tac8 pause` writing right now
+        thread = threading.Thread(target=toggle, args=(cfg, "launcher", "by SIGUSR1"))
         thread.start()
-        assert not done.wait(0.3) and read_pause(cfg) is None
-    thread.join(5)
-    assert done.is_set() and read_pause(cfg)["reason"] == "usr1"
-    assert toggle(cfg, "launcher", "usr1") is False and read_pause(cfg) is None
+        write_record(cfg.pause_file, {"by": "cli", "reason": "a person's pause"})
+    thread.join(10)
+    assert read_pause(cfg) is None
+    assert [(e["by"], e["reason"]) for e in events_of(cfg, "resumed")] == \
+        [("launcher", "resumed by SIGUSR1")]
+    assert toggle(cfg, "launcher", "by SIGUSR1") is True
+    assert read_pause(cfg)["reason"] == "paused by SIGUSR1"
