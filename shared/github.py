@@ -1,9 +1,9 @@
-"""The GitHub client: REST through the user's own ``gh api`` (DESIGN.md §5).
+"""The GitHub client: REST through the user's own ``gh api``.
 
-Every call runs the ``gh`` binary through ``sh`` (``_tty_out=False``) with a scrubbed
-environment (``PASSED_ENV`` only, plus settings that keep gh non-interactive), the request
-path and headers as separate argument values and request bodies as JSON on stdin
-(``--input -``): untrusted text (titles, bodies) never reaches a shell or a command line.
+Every call runs the ``gh`` binary through ``shared.proc.run`` with a scrubbed environment
+(``PASSED_ENV`` only, plus settings that keep gh non-interactive), the request path and
+headers as separate argument values and request bodies as JSON on stdin (``--input -``):
+untrusted text (titles, bodies) never reaches a shell or a command line.
 
 ``gh api -i`` prints the status line and headers before the body. That is the only way to
 tell a 304 from an error (gh exits 1 for both), and it gives us ``ETag``, ``Link`` and
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode, urlsplit
 
-import sh
+from shared.proc import MAX_OUTPUT, ExternalError, run
 
 PASSED_ENV = (
     "PATH", "HOME", "GH_HOST", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GH_CONFIG_DIR",
@@ -63,7 +63,7 @@ _STATUS = re.compile(rb"^HTTP/\S+ (\d{3})")
 _LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([^",;]+)"?')
 
 
-class GitHubError(Exception):
+class GitHubError(ExternalError):
     """A GitHub call that did not succeed; ``status`` is the HTTP status if there was one."""
 
     def __init__(self, message: str, status: int | None = None):
@@ -258,25 +258,13 @@ class GitHub:
         if binary is None:
             raise Unavailable(f"{self.gh}: not found on PATH")
         try:
-            proc = sh.Command(binary)(*args, _env=self.env, _in=stdin or b"", _bg=True,
-                                      _bg_exc=False, _tty_out=False, _ok_code=range(-64, 256))
-        except OSError as exc:
-            raise Unavailable(f"{binary}: {exc}") from None
-        deadline = time.monotonic() + self.timeout
-        pause = 0.002
-        while proc.process.is_alive()[0]:
-            if self.cancel is not None and self.cancel.is_set():
-                proc.kill()
-                proc.wait()
-                raise Unavailable("cancelled")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise Unavailable(f"gh api timed out after {self.timeout:g}s")
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.05)
-        proc.wait()  # joins the output threads (a wait with a timeout does not)
-        return proc.stdout, proc.stderr.decode("utf-8", "replace"), proc.exit_code
+            done = run([binary, *args], env=self.env, stdin=stdin, timeout=self.timeout,
+                       cancel=self.cancel)
+        except ExternalError as exc:  # could not start, timed out, cancelled
+            raise Unavailable(str(exc)) from None
+        if done.truncated:
+            raise Unavailable(f"gh api: an answer larger than {MAX_OUTPUT} bytes")
+        return done.stdout, done.stderr.decode("utf-8", "replace"), done.returncode
 
     # --- lists ---
     def list_pages(self, path: str, params: Mapping[str, Any], *,

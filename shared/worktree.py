@@ -1,5 +1,5 @@
-"""Git worktrees for tasks (DESIGN.md §2, §4): ``<repo>/<trees>/<task>`` on branch
-``<branch_prefix><task>``, made from ``<remote>/<base_branch>``.
+"""Git worktrees for tasks: ``<repo>/<trees>/<task>`` on branch ``<branch_prefix><task>``,
+made from ``<remote>/<base_branch>``.
 
 * ``ensure_worktree`` creates the tree or reuses the existing one for a retry, and repairs
   what a crash or a person left behind: a registration whose directory is gone is pruned; a
@@ -13,22 +13,16 @@
   ``BLOCKED.md`` at its top (all through the common ``.git/info/exclude``), so the repository
   never looks dirty and the control files are never committed.
 
-Git runs as a plain subprocess (no shell); commit messages go through stdin, so text from an
-issue never becomes a command-line argument. Network calls (``push``, ``fetch_base``) end
-after ``NETWORK_TIMEOUT`` seconds (git and every process it started are killed) with a
-``GitError``: a half-open connection must not hold a slot or the launcher's loop forever.
-They also make git give up on a transfer slower than ``http.lowSpeedLimit`` and, unless the
-user configured an ssh command, keep ssh from waiting on a dead peer or a prompt.
-
-``info/exclude`` is edited under ``state/locks/git-exclude.lock`` (the launcher and every
-worker may add to it at once).
+Git runs through ``shared.proc.run``: no shell, a timeout on every call (its process group
+killed then), and neither hooks nor an fsmonitor command, since the agent can write both
+into its tree. Commit messages go through stdin, so issue text never becomes an argument.
+Network calls also give up on a stalled transfer and keep ssh from waiting on a dead peer
+or a prompt. ``info/exclude`` is edited under ``state/locks/git-exclude.lock``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +30,7 @@ from pathlib import Path
 from shared.config import Config
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, HeldLock, file_lock, hold
+from shared.proc import ExternalError, run
 
 CONTROL_FILES = ("STOP", "BLOCKED.md")  # written into a tree by a person or the agent
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
@@ -45,7 +40,7 @@ _FALLBACK_IDENTITY = {
 }
 
 
-class GitError(RuntimeError):
+class GitError(ExternalError):
     """A git command failed; the message is the command and git's last words."""
 
 
@@ -53,38 +48,29 @@ class WorktreeError(RuntimeError):
     """The tree cannot be used as it is (and tac8 will not destroy what is in it)."""
 
 
+LOCAL_TIMEOUT = 60.0  # seconds any other git call may take
 NETWORK_TIMEOUT = 120.0  # seconds a push or fetch may take in all
+# Options of every call: git runs no hook and no fsmonitor command, whatever the agent wrote
+# into the hooks folder or the configuration (core.hooksPath, core.fsmonitor).
+_SAFE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 _NETWORK_OPTIONS = ("-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60")
 _SSH_COMMAND = "ssh -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o BatchMode=yes"
 
 
 def git(cwd: Path, *args: str, stdin: str | None = None, env: dict | None = None,
-        timeout: float | None = None) -> str:
+        timeout: float = LOCAL_TIMEOUT) -> str:
     """Run git in ``cwd``; its stdout, stripped. ``GitError`` on a non-zero exit, or when
-    ``timeout`` seconds pass: then git runs in its own process group, and the whole group
-    (ssh, receive-pack, helpers) is killed, so no grandchild keeps the pipes open."""
-    proc = subprocess.Popen(
-        ["git", *args], cwd=cwd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **_GIT_ENV, **(env or {})},
-        process_group=0 if timeout is not None else None,
-    )
+    ``timeout`` seconds pass (git and every process it started are killed then)."""
     try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # git is unreaped yet, so the group id is ours
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-        raise GitError(f"git {' '.join(args)}: timed out after {timeout:g} s") from None
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.returncode != 0:
+        done = run(["git", *_SAFE_OPTIONS, *args], cwd=cwd, stdin=stdin, timeout=timeout,
+                   env={**os.environ, **_GIT_ENV, **(env or {})})
+    except ExternalError as exc:
+        raise GitError(str(exc)) from None
+    out = done.stdout.decode("utf-8", "replace")
+    if done.returncode != 0:
+        err = done.stderr.decode("utf-8", "replace")
         said = (err.strip() or out.strip()).splitlines()
-        raise GitError(f"git {' '.join(args)}: {said[-1] if said else f'exit {proc.returncode}'}")
+        raise GitError(f"git {' '.join(args)}: {said[-1] if said else f'exit {done.returncode}'}")
     return out.strip()
 
 
@@ -308,7 +294,7 @@ def commit_all(tree: Path, message: str) -> str | None:
 
 def push(cfg: Config, tree: Path, branch: str) -> None:
     """Push ``branch`` to the remote (updating its remote-tracking ref)."""
-    network_git(tree, "push", "--quiet", cfg.repo.remote,
+    network_git(tree, "push", "--quiet", "--no-verify", cfg.repo.remote,
                 f"refs/heads/{branch}:refs/heads/{branch}")
 
 

@@ -243,3 +243,36 @@ def test_ensure_ignored_edits_the_exclude_file_under_its_lock(sandbox):
     worktree.ensure_ignored(cfg)
     lines = exclude.read_text().splitlines()
     assert lines[0] == "# a person's line" and {"/STOP", "/BLOCKED.md", "/trees/"} <= set(lines)
+
+
+PLANTED_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "pre-push",
+                 "reference-transaction", "post-checkout", "post-index-change")
+
+
+@pytest.mark.parametrize("where", ["hooks folder", "core.hooksPath"])
+def test_hooks_and_fsmonitor_planted_by_the_agent_never_run_in_tac8s_git(sandbox, tmp_path,
+                                                                          where):
+    """What an agent can write: hooks in the repository's hooks folder or in a folder of its
+    tree named by ``core.hooksPath``, and an fsmonitor command. Each leaves a marker when it
+    runs; tac8's commit, push and worktree creation leave none, plain git does."""
+    cfg = sandbox.cfg
+    tree = ensure(cfg, "t-1")
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    hooks = sandbox.repo / ".git" / "hooks"
+    if where == "core.hooksPath":
+        hooks = tree / ".husky"
+        hooks.mkdir()
+        git(tree, "config", "core.hooksPath", ".husky")
+    for name in (*PLANTED_HOOKS, "fsmonitor"):
+        hook = hooks / name
+        hook.write_text(f"#!/bin/sh\ntouch {ran}/{name}\n")
+        hook.chmod(0o755)
+    git(tree, "config", "core.fsmonitor", str(hooks / "fsmonitor"))
+    (tree / "work.txt").write_text("the agent's work\n")
+    assert worktree.commit_all(tree, "the agent's work") is not None
+    worktree.push(cfg, tree, cfg.branch("t-1"))
+    ensure(cfg, "t-2")
+    assert sorted(p.name for p in ran.iterdir()) == []
+    git(tree, "commit", "--allow-empty", "--quiet", "-m", "plain git")
+    assert {"pre-commit", "post-commit", "fsmonitor"} <= {p.name for p in ran.iterdir()}
