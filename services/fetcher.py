@@ -80,11 +80,12 @@ from typing import Any, Callable
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
 from shared import tasks
-from shared.events import emit, iso_at, now_iso
+from shared.clock import iso_at, now_iso
+from shared.events import emit
 from shared.fsio import atomic_write, fsync_dir, pending, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
                            Unavailable)
-from shared.outbox import ISSUE_COMMENT, comment_marker, issue_number, marker_key
+from shared.outbox import ISSUE_COMMENT, comment_marker, marker_key
 from shared.program import Program
 from shared.records import Record, RecordError, parse_record, read_record, render_record
 from shared.runs import write_pr_marker
@@ -313,7 +314,7 @@ class Fetcher:
         """Fetch each issue whose snapshot says open and labelled but that is no longer in
         the list (one request per such issue, once: its snapshot is then updated)."""
         board = tasks.read_board(self.cfg.tasks_file)
-        candidates = {n for t in board.tasks() if (n := issue_number(t.id)) is not None}
+        candidates = {n for t in board.tasks() if (n := tasks.issue_number(t.id)) is not None}
         if changed:
             candidates |= {i["number"] for page in self.memory.issues for i in page["items"]}
         for number in sorted(candidates - set(current)):
@@ -333,7 +334,7 @@ class Fetcher:
         reasons: dict[str, str] = {}
         for section in (tasks.PENDING, tasks.ACTIVE):
             for task in board.tasks(section):
-                number = issue_number(task.id)
+                number = tasks.issue_number(task.id)
                 if number is None or number in current:
                     continue
                 snapshot = self.read_snapshot(number)
@@ -353,7 +354,7 @@ class Fetcher:
         for task_id in removed:
             log.info("%s: issue %s, task removed", task_id, reasons[task_id])
             emit(self.cfg.events_dir, "task_removed", task=task_id,
-                 issue=issue_number(task_id), reason=reasons[task_id], was="pending")
+                 issue=tasks.issue_number(task_id), reason=reasons[task_id], was="pending")
         for task in board.tasks(tasks.ACTIVE):
             if task.id not in reasons:
                 continue
@@ -363,7 +364,7 @@ class Fetcher:
                 atomic_write(stop, f"issue {reasons[task.id]} (tac8 fetcher)\n")
                 log.info("%s: issue %s, STOP written", task.id, reasons[task.id])
                 emit(self.cfg.events_dir, "task_removed", task=task.id,
-                     issue=issue_number(task.id), reason=reasons[task.id], was="active")
+                     issue=tasks.issue_number(task.id), reason=reasons[task.id], was="active")
 
     def archived(self) -> set[str]:
         """Task ids in the archive, re-read only when an archive file changed."""
@@ -381,20 +382,20 @@ class Fetcher:
     def add_tasks(self, eligible: dict[int, dict]) -> None:
         board = tasks.read_board(self.cfg.tasks_file)
         known = board.ids() | self.archived()
-        new = [eligible[n] for n in sorted(eligible) if f"gh-{n}" not in known]
+        new = [eligible[n] for n in sorted(eligible) if tasks.issue_task(n) not in known]
         if not new:
             return
 
         def add(board: tasks.Board) -> list[tasks.Task]:
             taken = board.ids() | self.archived()
-            return [board.add(issue["title"], task_id=f"gh-{issue['number']}",
+            return [board.add(issue["title"], task_id=tasks.issue_task(issue['number']),
                               priority=priority_of(issue["labels"]))
-                    for issue in new if f"gh-{issue['number']}" not in taken]
+                    for issue in new if tasks.issue_task(issue['number']) not in taken]
 
         for task in tasks.edit_tasks(self.cfg, add):
             log.info("%s: added to Pending", task.id)
             emit(self.cfg.events_dir, "task_added", task=task.id,
-                 issue=issue_number(task.id), title=task.title)
+                 issue=tasks.issue_number(task.id), title=task.title)
 
     def note_ignored(self, current: dict[int, dict], eligible: dict[int, dict]) -> None:
         ignored = {n for n in current if n not in eligible}

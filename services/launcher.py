@@ -58,14 +58,15 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
 
 from shared import runs, worktree
 from shared.config import CHECKOUT
-from shared.events import emit, now_iso, run_key
+from shared.clock import now_iso, stamp
+from shared.events import emit, run_key
 from shared.fsio import atomic_write
-from shared.locks import AlreadyHeld, HeldLock, hold, is_held
+from shared.locks import AlreadyHeld, HeldLock, hold
 from shared.health import available_memory_mb, read_metrics
 from shared.pause import pause, read_pause, toggle
 from shared.program import Program
 from shared.prompt import TemplateError, load_template, prompt_values, render
-from shared.retry import Retry, backoff_seconds, parse_retry, retry_value, stamp
+from shared.retry import Retry, backoff_seconds, parse_retry, retry_value
 from shared.tasks import ACTIVE, BLOCKED, FAILED, PENDING, STOPPED, Board, Task, edit_tasks, \
     make_marker, read_board
 
@@ -205,15 +206,8 @@ class Launcher:
 
     def alive_tasks(self) -> set[str]:
         """Tasks whose worker is alive: a held liveness lock, or a child not yet reaped."""
-        alive = {task for task, proc in self.children.items() if proc.returncode is None}
-        try:
-            entries = list(os.scandir(self.cfg.runs_dir))
-        except FileNotFoundError:
-            return alive
-        for entry in entries:
-            if entry.name.endswith(".lock") and is_held(Path(entry.path)):
-                alive.add(entry.name.removesuffix(".lock"))
-        return alive
+        children = {task for task, proc in self.children.items() if proc.returncode is None}
+        return children | runs.live_tasks(self.cfg)
 
     def is_due(self, task: Task) -> bool:
         retry = self.retry_of(task)

@@ -38,13 +38,13 @@ from typing import Any, Iterator
 
 from watchdog.events import EVENT_TYPE_CREATED, EVENT_TYPE_MOVED
 
+from shared.clock import iso_at, parse_iso
 from shared.config import Config
-from shared.events import iso_at
 from shared.fsio import atomic_write, pending, sweep_tmp
 from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages, is_stale, read_metrics
-from shared.locks import is_held
 from shared.program import Program
 from shared.records import RecordError, read_record
+from shared.runs import live_tasks
 from shared.tasks import PENDING, read_board
 
 log = logging.getLogger("metrics")
@@ -100,16 +100,8 @@ def _number(value: Any) -> float:
 def _event_time(value: Any, folded_at: float) -> float:
     """The event's ``at`` as epoch seconds; never later than when it was folded (a producer
     with a clock ahead must not keep an error in the health window forever)."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            return folded_at
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return min(moment.timestamp(), folded_at)
+    moment = parse_iso(value)
+    return folded_at if moment is None else min(moment.timestamp(), folded_at)
 
 
 def _local_date(epoch: float) -> str:
@@ -335,10 +327,7 @@ class Metrics:
         }
 
     def _live_workers(self) -> int:
-        try:
-            return sum(1 for lock in self.cfg.runs_dir.glob("*.lock") if is_held(lock))
-        except OSError:
-            return 0
+        return len(live_tasks(self.cfg))
 
     def publish(self, now: float | None = None) -> bool:
         """Write ``metrics.json`` (and the textfile) if anything but the clock changed."""

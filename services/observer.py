@@ -76,14 +76,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared import runs
+from shared.clock import now_iso, parse_iso, parse_stamp, stamp
 from shared.config import Config
-from shared.events import emit, now_iso, run_key
-from shared.outbox import issue_number, queue_comment
+from shared.events import emit, run_key
+from shared.outbox import queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
-from shared.retry import next_retry, parse_stamp, retry_value, stamp
+from shared.retry import next_retry, retry_value
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board, Line,
-                          edit_tasks, make_marker, read_board, transact)
+                          edit_tasks, issue_number, make_marker, read_board, transact)
 from shared.worktree import remove_worktree
 
 RESCAN_EVERY = 15.0  # seconds between rescans when no event arrives (events are hints)
@@ -140,17 +141,9 @@ def _short(sha: Any) -> str | None:
     return str(sha)[:7] if sha else None
 
 
-def _local(iso: Any) -> datetime | None:
-    """An ISO 8601 time from a record, as an aware local datetime."""
-    try:
-        return datetime.fromisoformat(str(iso)).astimezone()
-    except (TypeError, ValueError):
-        return None
-
-
 def _ended(meta: dict[str, Any]) -> datetime:
     """When the run ended (the worker's ``finished``; now if it never said)."""
-    return _local(meta.get("finished")) or datetime.now().astimezone()
+    return parse_iso(meta.get("finished")) or datetime.now().astimezone()
 
 
 def _attempt(meta: dict[str, Any]) -> int:
@@ -352,7 +345,7 @@ class TaskObserver:
             marker, mtime = read_record(path).meta, path.stat().st_mtime
         except (FileNotFoundError, RecordError):
             return None
-        started = _local(meta.get("started"))
+        started = parse_iso(meta.get("started"))
         if started is not None and mtime < started.timestamp():
             return None
         return marker, mtime
@@ -405,7 +398,7 @@ class TaskObserver:
                 return rec.meta["outcome"]
             if runs.worker_alive(cfg, task):
                 return None
-            started = _local(rec.meta.get("started"))
+            started = parse_iso(rec.meta.get("started"))
             seconds = (datetime.now().astimezone() - started).total_seconds() if started else None
             # Emitted before the outcome is recorded: a crash in between emits it again
             # under the same key, which metrics counts once.

@@ -56,12 +56,14 @@ from pathlib import Path
 from typing import Any
 
 from shared import runs, worktree
+from shared.clock import now_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
-from shared.events import emit, now_iso, run_key
+from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
 from shared.prompt import Template, TemplateError, load_template, prompt_values, render
 from shared.streamjson import StreamJson
+from shared.tasks import issue_number
 
 LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
 LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
@@ -491,8 +493,9 @@ class Worker:
 
     def pr_body(self) -> str:
         body = f"Written by an AI agent for tac8 task `{self.task}`."
-        if self.task.startswith("gh-"):
-            body += f"\n\nCloses #{self.task[3:]}."
+        number = issue_number(self.task)
+        if number is not None:
+            body += f"\n\nCloses #{number}."
         return body
 
     # --- the end ---

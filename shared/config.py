@@ -173,7 +173,7 @@ class Config:
         return self.prs_dir / f"{task}.md"
 
     def issue_snapshot(self, number: int) -> Path:
-        return self.issues_dir / f"gh-{number}.md"
+        return self.issues_dir / f"gh-{int(number)}.md"
 
     def agent_log(self, task: str) -> Path:
         return self.paths.logs / f"{task}.jsonl"

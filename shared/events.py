@@ -43,23 +43,12 @@ run has a key of its own that a producer redoing its step after a crash emits ag
 from __future__ import annotations
 
 import os
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from shared.clock import now_iso
 from shared.fsio import publish, unique_name
 from shared.records import render_record
-
-
-def now_iso() -> str:
-    """The local time, ISO 8601 with offset, to the second."""
-    return iso_at(time.time())
-
-
-def iso_at(epoch: float) -> str:
-    """The moment ``epoch`` (seconds) in local time, ISO 8601 with offset, to the second."""
-    return datetime.fromtimestamp(epoch, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def run_key(task: str, worker_id: Any, what: str) -> str:

@@ -16,7 +16,7 @@ it moves an item to ``cur/`` before sending it and deletes it after the send is 
 ``bad/``). A sent comment ends with ``comment_marker(key)``, an HTML comment that GitHub
 does not render, so a send can be recognised later among the issue's comments.
 
-A task ``gh-<n>`` is about issue ``n`` (``issue_number``): its comments go there.
+A task ``gh-<n>`` is about issue ``n`` (``shared.tasks.issue_number``): its comments go there.
 """
 
 from __future__ import annotations
@@ -36,13 +36,6 @@ def queue_comment(cfg, issue: int, task: str, key: str, body: str) -> Path:
     """Queue one issue comment; the same ``key`` queued twice is still posted once."""
     meta = {"kind": ISSUE_COMMENT, "issue": int(issue), "task": task, "key": str(key)}
     return publish(cfg.outbox_dir, render_record(meta, body))
-
-
-def issue_number(task_id: str | None) -> int | None:
-    """The issue a ``gh-<n>`` task is about; None for any other task id."""
-    if task_id and task_id.startswith("gh-") and task_id[3:].isdigit():
-        return int(task_id[3:])
-    return None
 
 
 def marker_key(key: str) -> str:

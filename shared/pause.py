@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.config import Config
-from shared.events import emit, now_iso
+from shared.clock import now_iso
+from shared.events import emit
 from shared.locks import file_lock
 from shared.records import RecordError, read_record, write_record
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.config import Config
 from shared.records import RecordError, read_record
+from shared.tasks import issue_number
 
 PLACEHOLDERS = {
     "task_id": "the task id (gh-472, t-3)",
@@ -154,10 +155,11 @@ def prompt_values(cfg: Config, task: str, title: str, attempt: int,
         "issue_number": "", "issue_url": "", "issue_body": NO_ISSUE_TEXT,
         "previous_question": previous_question(question),
     }
-    if task.startswith("gh-") and task[3:].isdigit():
-        values["issue_number"] = task[3:]
+    number = issue_number(task)
+    if number is not None:
+        values["issue_number"] = str(number)
         try:
-            snapshot = read_record(cfg.issue_snapshot(int(task[3:])))
+            snapshot = read_record(cfg.issue_snapshot(number))
             values["issue_url"] = snapshot.meta.get("url") or ""
             values["issue_body"] = snapshot.body.strip() or "(the issue has no text)"
         except (FileNotFoundError, RecordError):

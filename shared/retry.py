@@ -7,9 +7,8 @@ A run that ended without a PR while attempts remain goes back to Pending with::
 and the launcher starts it no earlier. The wait after attempt ``k`` is
 ``retry_backoff * 2**(k-1)`` seconds, capped at ``retry_backoff_max`` (``[launcher]``).
 
-Times in tasks.md (``Started``, ``Completed``, ``Stopped``, ``Failed``, ``Retry``) are local
-wall-clock ``YYYY-MM-DD HH:MM:SS``: a person reads them. Written by the observer (a run that
-ended without a PR) and the launcher (a launch that failed); read by the launcher.
+Written by the observer (a run that ended without a PR) and the launcher (a launch that
+failed); read by the launcher. The time is a tasks.md stamp (``shared.clock``).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ import re
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from shared.clock import parse_stamp, stamp
 from shared.config import Config
 
-STAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 _RETRY = re.compile(
     r"^attempt (?P<attempt>\d+)/(?P<max>\d+) not before "
     r"(?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)$"
@@ -31,19 +30,6 @@ class Retry(NamedTuple):
     attempt: int  # the attempt that will run next
     max_attempts: int
     not_before: datetime  # aware, local
-
-
-def stamp(moment: datetime | None = None) -> str:
-    """``moment`` (default now) as a tasks.md timestamp, in local time."""
-    return (moment or datetime.now()).astimezone().strftime(STAMP_FORMAT)
-
-
-def parse_stamp(text: str) -> datetime | None:
-    """A tasks.md timestamp as an aware local datetime, or None if it is not one."""
-    try:
-        return datetime.strptime(text.strip(), STAMP_FORMAT).astimezone()
-    except ValueError:
-        return None
 
 
 def backoff_seconds(cfg: Config, failed_attempt: int) -> float:

@@ -42,6 +42,7 @@ Launch files (the launcher writes them before it starts the worker):
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any, Callable
@@ -114,6 +115,16 @@ def worker_log(cfg: Config, task: str) -> Path:
 
 def worker_alive(cfg: Config, task: str) -> bool:
     return is_held(cfg.liveness_lock(task))
+
+
+def live_tasks(cfg: Config) -> set[str]:
+    """Every task whose worker is alive (its liveness lock is held)."""
+    try:
+        entries = list(os.scandir(cfg.runs_dir))
+    except FileNotFoundError:
+        return set()
+    return {entry.name.removesuffix(".lock") for entry in entries
+            if entry.name.endswith(".lock") and is_held(Path(entry.path))}
 
 
 def read_pr_marker(cfg: Config, task: str) -> dict[str, Any] | None:

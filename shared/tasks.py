@@ -53,6 +53,18 @@ _PRIORITY_TAGS = {f"{{p{n}}}": n for n in range(4)}
 _DETAIL = re.compile(r"^- (?P<key>[A-Za-z][A-Za-z0-9 _-]{0,39}): ?(?P<value>.*?)[ \t]*$")
 _WORKER = re.compile(r"\bw-[0-9a-zA-Z]+\b")
 _T_ID = re.compile(r"^t-(\d+)$")
+_GH_ID = re.compile(r"^gh-([1-9]\d*)$")
+
+
+def issue_task(number: int) -> str:
+    """The id of the task for GitHub issue ``number``."""
+    return f"gh-{int(number)}"
+
+
+def issue_number(task_id: str | None) -> int | None:
+    """The issue a ``gh-<n>`` task is about; None for any other task id."""
+    match = _GH_ID.match(task_id or "")
+    return int(match.group(1)) if match else None
 _SECTION_NAMES = {name.lower(): name for name in SECTIONS}
 
 T = TypeVar("T")

@@ -22,9 +22,9 @@ import pytest
 from shared import runs, worktree
 from shared.config import CHECKOUT
 from shared.locks import hold
+from shared.clock import stamp
 from shared.pause import pause, read_pause, resume
-from shared.retry import stamp
-from shared.tasks import ACTIVE, PENDING, edit_tasks, read_board
+from shared.tasks import ACTIVE, PENDING, read_board
 from tests.agents import descendants, events_of, is_worker, survivors, use_agent, \
     use_command, wait_cycles, wait_for, zombies
 from tests.sandbox import git
@@ -116,7 +116,7 @@ def test_pending_tasks_become_active_workers_in_launch_order(sandbox, pids, laun
     cfg = setup(sandbox, pids, "commit", "0.2", max_workers=1)
     queue(sandbox, "[] t-1: First task", "[] t-2: Second task {p3}", "[] t-3: Urgent task {p0}",
           "[] A typed line with no id")
-    launcher = launchers.start(cfg)
+    launchers.start(cfg)
     wait_for(lambda: finished(cfg, "t-1", "t-2", "t-3", "t-4"), what="four runs")
 
     launched = events_of(cfg, "worker_launched")
@@ -393,7 +393,7 @@ def test_the_liveness_lock_is_never_free_while_a_run_is_on_record(sandbox, pids,
     (``--lock-fd``): the observer reads "lock free and no outcome" as a dead worker."""
     cfg = setup(sandbox, pids, "commit", "0.5", max_workers=1)
     queue(sandbox, "[] t-1: First", "[] t-2: Second")
-    launcher = launchers.start(cfg)
+    launchers.start(cfg)
 
     gaps = []  # moments t-2's run had begun and not ended, and its lock was free
     while not finished(cfg, "t-2"):

@@ -10,7 +10,7 @@ from services.launcher import Launcher
 from shared import runs, worktree
 from shared.fsio import pending
 from shared.locks import file_lock, hold
-from shared.pause import pause, read_pause, toggle
+from shared.pause import read_pause, toggle
 from shared.records import read_record, write_record
 from shared.tasks import BLOCKED, edit_tasks, read_board
 from tests.agents import events_of, wait_for

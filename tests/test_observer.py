@@ -20,7 +20,8 @@ from shared.config import CHECKOUT
 from shared.events import emit
 from shared.locks import hold
 from shared.records import write_record
-from shared.retry import parse_retry, parse_stamp
+from shared.clock import parse_stamp
+from shared.retry import parse_retry
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, archived_ids,
                           edit_tasks)
 from tests.agents import use_agent, wait_for

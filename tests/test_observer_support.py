@@ -16,11 +16,11 @@ import psutil
 
 from shared import runs
 from shared.config import CHECKOUT, Config
-from shared.events import now_iso
+from shared.clock import now_iso
 from shared.fsio import pending
 from shared.locks import hold, is_held
 from shared.records import read_record
-from shared.retry import stamp
+from shared.clock import stamp
 from shared.tasks import ACTIVE, PENDING, edit_tasks, make_marker, read_board
 from shared.worktree import ensure_worktree
 from tests.agents import wait_for

@@ -10,7 +10,8 @@ from watchdog.events import (FileAttribEvent, FileClosedNoWriteEvent, FileCreate
 
 from services.observer import (Move, _about, _not_a_read, apply_moves, archive_into,
                                drop_archived)
-from shared.retry import backoff_seconds, next_retry, parse_retry, retry_value, stamp
+from shared.clock import stamp
+from shared.retry import backoff_seconds, next_retry, parse_retry, retry_value
 from shared.tasks import ACTIVE, COMPLETED, PENDING, STOPPED, parse
 
 

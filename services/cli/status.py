@@ -13,11 +13,11 @@ import re
 import shutil
 import sys
 import time
-from datetime import datetime
 from typing import Any
 
 from services.cli.common import duration
 from services.cli.logs import last_output
+from shared.clock import parse_iso
 from shared.config import Config, load_config
 from shared.health import heartbeat_ages, is_stale, read_metrics
 from shared.locks import holder, is_held
@@ -33,11 +33,8 @@ _NOT_FACTS = ("program", "task", "key")
 
 def epoch(value: Any) -> float | None:
     """An ISO 8601 time (text or a YAML datetime) as epoch seconds."""
-    try:
-        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.astimezone()).timestamp()
+    moment = parse_iso(value)
+    return None if moment is None else moment.timestamp()
 
 
 def _program_states(cfg: Config, now: float) -> dict[str, dict[str, Any]]:
