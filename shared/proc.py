@@ -5,10 +5,11 @@ own, ``/dev/null`` as stdin unless data is given, and no descriptor of ours. Bot
 streams are drained as they come (a chatty child never blocks on a full pipe) and at most
 ``MAX_OUTPUT`` bytes of each are kept, so a hostile program cannot exhaust our memory.
 
-The whole group is SIGKILLed when the timeout expires or ``cancel`` is set, and also as soon
-as the child itself has exited: whatever it left running in its group (a hook's ``sleep &``)
-dies with it instead of holding our pipes open. Failing to start, timing out and being
-cancelled raise ``ExternalError``; a non-zero exit does not, the caller reads ``returncode``.
+The whole group is SIGKILLed when the timeout expires, when anything interrupts the wait (a
+program's cold shutdown raises from its signal handler), and also as soon as the child
+itself has exited: whatever it left running in its group (a hook's ``sleep &``) dies with it
+instead of holding our pipes open. Failing to start and timing out raise ``ExternalError``;
+a non-zero exit does not, the caller reads ``returncode``.
 
 ``ExternalError`` is also the base of the errors callers map it to (``GitError``,
 ``GitHubError``): whatever failed outside tac8 is caught as one kind.
@@ -21,20 +22,18 @@ import selectors
 import shlex
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes kept of each stream: a page of 100 long issues fits
-_CANCEL_CHECK = 0.05  # seconds between looks at ``cancel`` (an Event has no descriptor)
 _CHUNK = 64 * 1024
 
 
 class ExternalError(Exception):
-    """Something outside tac8 failed: a program that could not start, timed out or was
-    cancelled (raised by ``run``), or what a caller maps a failed program to."""
+    """Something outside tac8 failed: a program that could not start or timed out (raised
+    by ``run``), or what a caller maps a failed program to."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Result:
 
 def run(argv: Sequence[str], *, cwd: str | Path | None = None,
         env: Mapping[str, str] | None = None, stdin: bytes | str | None = None,
-        timeout: float, cancel: threading.Event | None = None) -> Result:
+        timeout: float) -> Result:
     """Run ``argv`` to its end within ``timeout`` seconds; see the module docstring."""
     shown = _shown(argv)
     data = stdin.encode() if isinstance(stdin, str) else stdin
@@ -59,7 +58,7 @@ def run(argv: Sequence[str], *, cwd: str | Path | None = None,
     except OSError as exc:
         raise ExternalError(f"{shown}: cannot start: {exc.strerror or exc}") from None
     try:
-        out, err, truncated = _drain(child, data, timeout, cancel)
+        out, err, truncated = _drain(child, data, timeout)
     except _Stopped as why:
         raise ExternalError(f"{shown}: {why}") from None
     finally:
@@ -72,11 +71,11 @@ def run(argv: Sequence[str], *, cwd: str | Path | None = None,
 
 
 class _Stopped(Exception):
-    """The timeout expired or ``cancel`` was set; the message says which."""
+    """The timeout expired."""
 
 
-def _drain(child: subprocess.Popen, data: bytes | None, timeout: float,
-           cancel: threading.Event | None) -> tuple[bytes, bytes, bool]:
+def _drain(child: subprocess.Popen, data: bytes | None,
+           timeout: float) -> tuple[bytes, bytes, bool]:
     """Feed ``data`` to the child and read both its streams until they end and the child
     has exited. Leaves the child unreaped, so its pid still names its process group."""
     kept = {child.stdout.fileno(): bytearray(), child.stderr.fileno(): bytearray()}
@@ -97,9 +96,7 @@ def _drain(child: subprocess.Popen, data: bytes | None, timeout: float,
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     raise _Stopped(f"timed out after {timeout:g} s")
-                ready = sel.select(min(wait, _CANCEL_CHECK) if cancel is not None else wait)
-                if cancel is not None and cancel.is_set():
-                    raise _Stopped("cancelled")
+                ready = sel.select(wait)
                 for key, _ in ready:
                     fd = key.fd
                     if fd == pidfd:

@@ -3,16 +3,16 @@ item is retried a few times then set aside, and it never holds up other comments
 
 from __future__ import annotations
 
-import threading
+import signal
 import time
 
 import pytest
 
-from services.fetcher import SEND_ATTEMPTS, Fetcher, Memory
+from services.fetcher import SEND_ATTEMPTS, Memory
 from shared import tasks
 from shared.fsio import pending
-from shared.github import GitHub
 from shared.outbox import queue_comment
+from shared.program import ColdShutdown
 from tests.test_fetcher import events, make_fetcher
 
 NO_WRITE = "Resource not accessible by personal access token"
@@ -116,16 +116,26 @@ def test_failed_attempts_count_across_restarts(cfg, fake_github):
     assert Memory(cfg.state_dir / "fetcher.md").attempts == {}
 
 
-def test_a_send_cut_short_by_sigterm_is_not_counted(cfg, fake_github):
+def test_a_send_cut_short_by_a_cold_shutdown_is_not_counted(cfg, fake_github):
+    """A second SIGTERM raises ColdShutdown from the handler in the middle of a send: the
+    item stays for the next start, and no failed attempt is recorded."""
     fake_github.add_issue("x")
     item = queue_comment(cfg, 1, "gh-1", "k", "hello")
     fake_github.slow_next(1, seconds=3, match="/comments")
-    stopping = threading.Event()
-    fetcher = Fetcher(cfg, GitHub.from_config(cfg, cancel=stopping), stopping)
-    threading.Timer(0.3, stopping.set).start()
+    fetcher = make_fetcher(cfg)
 
-    fetcher.send_outbox()
+    def cold(signum, frame):
+        raise ColdShutdown(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGALRM, cold)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(ColdShutdown):
+            fetcher.send_outbox()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
     assert (cfg.outbox_dir / "cur" / item.name).exists()
-    assert fetcher.memory.attempts == {} and fetcher.outbox_failures == 0
+    assert Memory(cfg.state_dir / "fetcher.md").attempts == {}
     assert events(cfg, "github_api_error") == []

