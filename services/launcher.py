@@ -75,7 +75,6 @@ PAUSE_AFTER = 3  # the same launch failure this many times in a row pauses launc
 CLEAN_EVERY = 600.0  # seconds between stale-tree cleanups while health is degraded
 FETCH_EVERY = 60.0  # seconds between fetches of the base branch before new branches
 HEALTH_BAD = ("degraded", "critical")
-BLOCKED_FILE = "BLOCKED.md"  # a blocked run's question, in its tree
 # A file replaced (atomic writes, most editors), created, deleted, or closed after writing (an
 # editor that writes in place). Not opened or read: the launcher reads these files itself.
 CHANGES = [FileMovedEvent, FileCreatedEvent, FileDeletedEvent, FileClosedEvent]
@@ -107,20 +106,16 @@ def _record_pid(pid: int, record: Any) -> None:
     record.meta["pid"] = pid
 
 
-def _read_question(tree: Path) -> str:
-    """The tree's ``BLOCKED.md`` (what the last run asked a person), "" when there is none."""
+def _previous_question(cfg: Any, task_id: str) -> str:
+    """What the task's last run asked a person, if it ended blocked ("" otherwise): the
+    worker copied it to ``runs.question_file``."""
+    record = runs.read_run(cfg, task_id)
+    if record is None or record.meta.get("outcome") != runs.BLOCKED:
+        return ""
     try:
-        return (tree / BLOCKED_FILE).read_text(errors="replace")
+        return runs.question_file(cfg, task_id).read_text(errors="replace")
     except FileNotFoundError:
         return ""
-
-
-def _set_question_aside(cfg: Any, task_id: str, tree: Path, question: str) -> None:
-    """Move ``BLOCKED.md`` out of the tree (the worker would end the new run ``blocked`` at
-    once) to ``runs.question_file``, replacing an older question. Copy, then unlink: a
-    crash in between leaves it in the tree, and the next launch moves it again."""
-    atomic_write(runs.question_file(cfg, task_id), question)
-    (tree / BLOCKED_FILE).unlink(missing_ok=True)
 
 
 def _hold_back(task_id: str, retry: str, error: str, board: Board) -> None:
@@ -248,7 +243,7 @@ class Launcher:
         with lock:
             try:
                 tree, tree_ms = self.tree_for(task_id, lock)
-                question = _read_question(tree)
+                question = _previous_question(cfg, task_id)
                 prompt = self.render_prompt(task, attempt, question)
             except (worktree.GitError, worktree.WorktreeError) as exc:
                 self.launch_failed(task_id, attempt, max_attempts, str(exc), worktree_error=True)
@@ -270,8 +265,6 @@ class Launcher:
                 # cost, applied) is put back, as if this launch had not begun.
                 runs.restore_run(cfg, task_id, worker_id, previous)
                 return False
-            if question:
-                _set_question_aside(cfg, task_id, tree, question)
             try:
                 proc = self.spawn(task_id, lock)
             except OSError as exc:

@@ -75,7 +75,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from shared import runs
+from shared import runs, treefiles
 from shared.clock import now_iso, parse_iso, parse_stamp, stamp
 from shared.config import Config
 from shared.events import emit, run_key
@@ -88,7 +88,7 @@ from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, 
 from shared.worktree import remove_worktree
 
 RESCAN_EVERY = 15.0  # seconds between rescans when no event arrives (events are hints)
-STOP_FILE, BLOCKED_FILE = "STOP", "BLOCKED.md"
+STOP_FILE, BLOCKED_FILE = treefiles.STOP, treefiles.BLOCKED
 COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in a comment
 
 # Terminal transitions of a run, and the steps after one ("applied" entries).
@@ -292,7 +292,7 @@ class TaskObserver:
 
     def check_stop(self, task: str, meta: dict[str, Any] | None) -> None:
         try:
-            st = os.stat(self.cfg.tree(task) / STOP_FILE)
+            st = os.lstat(self.cfg.tree(task) / STOP_FILE)  # never opened: the tree is hostile
         except (FileNotFoundError, NotADirectoryError):
             self.stops.pop(task, None)
             return
@@ -365,7 +365,7 @@ class TaskObserver:
                     return None
             verdict = {runs.PR: DONE, runs.BLOCKED: HELD, runs.STOPPED: HALTED}.get(outcome)
             if verdict is None:  # failed (or an outcome this observer does not know)
-                if (self.cfg.tree(task) / STOP_FILE).exists():
+                if treefiles.present(self.cfg.tree(task) / STOP_FILE):
                     verdict = HALTED  # a person asked for a stop: no retry
                 elif _attempt(meta) < self.cfg.launcher.max_attempts:
                     verdict = RETRY
@@ -481,7 +481,7 @@ class TaskObserver:
 
     def question(self, task: str) -> str:
         try:
-            return (self.cfg.tree(task) / BLOCKED_FILE).read_text(errors="replace")
+            return runs.question_file(self.cfg, task).read_text(errors="replace")
         except OSError:
             return ""
 

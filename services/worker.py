@@ -55,7 +55,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shared import runs, worktree
+from shared import runs, treefiles, worktree
 from shared.clock import now_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
 from shared.events import emit, run_key
@@ -253,11 +253,11 @@ class Worker:
         self.signalled = signum
 
     def stop_file(self) -> Path:
-        return self.tree / "STOP"
+        return self.tree / treefiles.STOP
 
     def check_stop(self, run: AgentRun, before: str = "") -> bool:
         """Whether the agent must stop now (a person's STOP or a signal); notes why in ``run``."""
-        if self.stop_file().exists():
+        if treefiles.present(self.stop_file()):
             run.stop_reason, run.stopped_by_user = f"stopped by user{before}", True
         elif self.signalled is not None:
             run.terminated_by = self.signalled
@@ -265,10 +265,7 @@ class Worker:
         return run.stop_reason is not None
 
     def stop_grace(self, template: Template) -> float:
-        try:
-            text = self.stop_file().read_text(errors="replace")
-        except OSError:
-            text = ""
+        text = treefiles.read_capped(self.stop_file(), 256) or ""
         return NOW_GRACE if re.search(r"\bnow\b", text, re.I) else template.limit(self.cfg, "stop_grace")
 
     # --- the run ---
@@ -282,6 +279,8 @@ class Worker:
                 raise worktree.WorktreeError(
                     f"{self.tree} is not a worktree on {self.cfg.branch(self.task)}")
             kill_leftovers(self.task, self.tree)
+            # An earlier run's question: it was copied to state/runs when that run ended.
+            (self.tree / treefiles.BLOCKED).unlink(missing_ok=True)
             worktree.ensure_ignored(self.cfg)
             start_head = worktree.head(self.tree)
             prompt = self._prompt(template, meta)
@@ -426,9 +425,10 @@ class Worker:
         def moved(commit: str | None) -> str | None:  # a commit of this run, not its start
             return commit if commit != start_head else None
 
-        if (tree / "BLOCKED.md").exists():
+        if treefiles.present(tree / treefiles.BLOCKED):
+            self.set_question_aside()
             return Outcome(runs.BLOCKED, commit=moved(worktree.head(tree)))
-        if agent.stopped_by_user or self.stop_file().exists():
+        if agent.stopped_by_user or treefiles.present(self.stop_file()):
             return Outcome(runs.STOPPED,
                            commit=moved(worktree.commit_all(tree, "WIP: Stopped by user")))
         if agent.terminated_by is not None:  # kept for the retry, which starts from it
@@ -463,6 +463,17 @@ class Worker:
         runs.write_pr_marker(self.cfg, self.task, url=pr["url"], number=pr["number"],
                              head=branch, commit=commit, found_by="worker")
         return Outcome(runs.PR, commit=commit, pr=pr)
+
+    def set_question_aside(self) -> None:
+        """Copy the agent's ``BLOCKED.md`` (capped; only a regular file is read) to
+        ``state/runs/<task>.question.md`` for the observer's comment and the next prompt,
+        then take it out of the tree so the next run does not end blocked at once."""
+        path = self.tree / treefiles.BLOCKED
+        question = treefiles.read_capped(path)
+        if question is None:
+            question = f"({treefiles.BLOCKED} is not a regular file: tac8 did not read it)"
+        atomic_write(runs.question_file(self.cfg, self.task), question)
+        path.unlink(missing_ok=True)
 
     def undelivered(self, commit: str) -> bool:
         """Work from an earlier attempt that never reached a PR: commits not pushed, or

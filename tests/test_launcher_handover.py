@@ -24,10 +24,16 @@ def test_an_answered_blocked_task_runs_with_its_question_set_aside(sandbox, pids
     cfg = setup(sandbox, pids, "commit")
     with hold(cfg.liveness_lock("t-1")) as lock:
         tree = worktree.ensure_worktree(cfg, "t-1", lock)
-    (tree / "BLOCKED.md").write_text(QUESTION)  # the last run asked; a person answered
+    # The last run asked; its worker set the question aside (and died before it took
+    # BLOCKED.md out of the tree). A person answered and moved the task back to Pending.
+    write_record(cfg.run_record("t-1"), {"task": "t-1", "worker_id": "w-before", "attempt": 1,
+                                         "outcome": "blocked"})
+    runs.question_file(cfg, "t-1").write_text(QUESTION)
+    (tree / "BLOCKED.md").write_text(QUESTION)
     queue(sandbox, "[] t-1: Store sessions (answer: SQLite)")
     launchers.start(cfg)
-    wait_for(lambda: finished(cfg, "t-1"), what="the run to end")
+    wait_for(lambda: runs.read_run(cfg, "t-1").meta["worker_id"] != "w-before"
+             and finished(cfg, "t-1"), what="the new run to end")
 
     assert runs.read_run(cfg, "t-1").meta["outcome"] == runs.PR  # not blocked again
     assert not (tree / "BLOCKED.md").exists()

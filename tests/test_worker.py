@@ -23,7 +23,7 @@ from shared.config import CHECKOUT
 from shared.fsio import pending
 from shared.locks import hold
 from shared.tasks import ACTIVE, edit_tasks, make_marker
-from tests.agents import descendants, events_of, survivors, use_agent, wait_for
+from tests.agents import descendants, events_of, survivors, use_agent, use_command, wait_for
 from tests.sandbox import git
 
 TASK = "t-1"
@@ -34,6 +34,9 @@ def pids(tmp_path):
     folder = tmp_path / "agent-pids"
     folder.mkdir()
     return folder
+
+
+BLOCKED_QUESTION = "Which Python versions should CI cover?\n"  # the fake agent's
 
 
 def prepare(sandbox, pids, behaviour, *args, task=TASK, title="Tidy the README", env=None,
@@ -47,6 +50,17 @@ def prepare(sandbox, pids, behaviour, *args, task=TASK, title="Tidy the README",
     runs.start_run(cfg, task, {
         "task": task, "worker_id": "w-abc123", "attempt": 1, "pid": None, "started": "now",
         "branch": cfg.branch(task), "worktree": str(cfg.tree(task)), "title": title})
+    return cfg
+
+
+def prepare_tree(sandbox, task=TASK):
+    """``prepare`` for an agent the test set itself (``use_command``)."""
+    cfg = sandbox.cfg
+    with hold(cfg.liveness_lock(task)) as lock:
+        worktree.ensure_worktree(cfg, task, lock)
+    runs.start_run(cfg, task, {
+        "task": task, "worker_id": "w-abc123", "attempt": 1, "pid": None, "started": "now",
+        "branch": cfg.branch(task), "worktree": str(cfg.tree(task)), "title": "Hostile"})
     return cfg
 
 
@@ -117,10 +131,35 @@ def test_blocked_agent_ends_blocked_and_its_question_is_not_committed(sandbox, p
     meta = run_worker(cfg).meta
     assert meta["outcome"] == "blocked"
     tree = cfg.tree(TASK)
-    assert (tree / "BLOCKED.md").exists()
+    # set aside for the observer and the next prompt, out of the tree
+    assert not (tree / "BLOCKED.md").exists()
+    assert runs.question_file(cfg, TASK).read_text() == BLOCKED_QUESTION
     assert git(tree, "rev-parse", "HEAD") == git(sandbox.repo, "rev-parse", "origin/main")
     assert not origin_has(sandbox, "auto/t-1") and runs.read_pr_marker(cfg, TASK) is None
     assert events_of(cfg, "run_finished")[0]["outcome"] == "blocked"
+
+
+@pytest.mark.parametrize("plant", ["symlink", "fifo", "hardlink", "huge"])
+def test_a_hostile_blocked_md_is_never_read_past_its_cap_or_followed(sandbox, pids, tmp_path,
+                                                                    plant):
+    """BLOCKED.md as a symlink to a secret, a FIFO (an open would block forever), a hard link
+    to a secret, or huge: the run still ends blocked, and no secret reaches state/."""
+    secret = tmp_path / "hosts.yml"
+    secret.write_text("oauth_token: gho_SECRET\n")
+    tree_file = '"$PWD/BLOCKED.md"'
+    make = {"symlink": f"ln -s {secret} {tree_file}", "fifo": f"mkfifo {tree_file}",
+            "hardlink": f"ln {secret} {tree_file}",
+            "huge": f"head -c 10000000 /dev/zero | tr '\\0' x > {tree_file}"}[plant]
+    use_command(sandbox, ["sh", "-c", f"cat >/dev/null; {make}"], stall_timeout=10,
+                stop_grace=0.5)
+    cfg = prepare_tree(sandbox)
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "blocked"
+    question = runs.question_file(cfg, TASK).read_text()
+    assert "SECRET" not in question
+    assert len(question) <= 16 * 1024
+    assert not os.path.lexists(cfg.tree(TASK) / "BLOCKED.md")
+    assert secret.read_text() == "oauth_token: gho_SECRET\n"  # the target is left alone
 
 
 @pytest.mark.parametrize("behaviour, exit_code, error", [
