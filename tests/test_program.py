@@ -1,0 +1,54 @@
+"""The one wait loop every program runs (shared/program.py), in a probe process whose loop
+has no timer: only a wake-up can end its wait, so a test that passes proves the wake-up."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from shared.config import CHECKOUT
+from shared.program import read_cycles
+from tests.agents import wait_for
+
+PROBE = """
+import sys
+import shared.program as program
+
+program.HEARTBEAT_EVERY = 10**6  # the loop's longest sleep: no timer turns it in a test
+with program.Program.from_argv("probe", sys.argv[1:]) as prog:
+    prog.watch(prog.cfg.state_dir / "probe")
+    prog.run(lambda: None, interval=10**6)
+"""
+
+
+@pytest.fixture
+def probe(sandbox):
+    proc = subprocess.Popen([sys.executable, "-c", PROBE, "--config", str(sandbox.config_path)],
+                            cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    cfg = sandbox.cfg
+    wait_for(lambda: read_cycles(cfg.heartbeat("probe")) >= 1 or proc.poll() is not None,
+             what="the probe's first cycle")
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+def test_a_stop_signal_ends_the_wait_at_once(sandbox, probe):
+    probe.send_signal(signal.SIGTERM)
+    out, _ = probe.communicate(timeout=60)  # liveness only: without the wake-up, 11 days
+    assert probe.returncode == 0, out
+    assert "probe INFO stopped\n" in out and "(cold)" not in out
+
+
+def test_a_file_event_in_a_watched_folder_runs_a_cycle(sandbox, probe):
+    cfg = sandbox.cfg
+    before = read_cycles(cfg.heartbeat("probe"))
+    (cfg.state_dir / "probe" / "hint").write_text("")
+    wait_for(lambda: read_cycles(cfg.heartbeat("probe")) > before,
+             what="a cycle after the file event")  # liveness only: no timer would turn it
+    assert probe.poll() is None
