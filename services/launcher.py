@@ -1,43 +1,18 @@
-"""The launcher: Pending tasks become worktrees and workers, within limits (DESIGN.md §3, §4).
+"""The launcher: Pending tasks become worktrees and running workers, within limits.
 
-``python -m services.launcher [--config PATH]``
+``python -m services.launcher [--config PATH]``. The files it reads and writes, the claim of a
+line, the liveness lock it hands to the worker and SIGUSR1: docs/PROTOCOL.md.
 
-Files it reads: ``tasks.md`` (Pending, in launch order, honouring ``- Retry: … not before``),
-``state/PAUSE``, ``state/runs/*.lock`` (a worker is alive while its lock is held: the count
-against ``max_workers`` comes from these, so workers started before a restart are adopted),
-``metrics.json`` (health), ``conf/worker_template.md``.
-
-Files it writes, per launch and in this order: the worktree (``shared.worktree``), the prompt
-(``state/runs/<task>.prompt``), a fresh run record, the Pending → Active move with marker
-``🟡 w-…`` and ``- Started: <time> · attempt K/N · <tree> · <branch>`` (a claim that fails
-— the line was moved or removed meanwhile — puts the last run's record back:
-``runs.restore_run``), the tree's ``BLOCKED.md`` moved aside to
-``state/runs/<task>.question.md`` (a blocked task a person answered and moved back to
-Pending: its question goes into the prompt as ``{{previous_question}}``); then it starts
-``python -m services.worker <task>`` in a new session (stopping or killing the launcher
-never stops a worker), stages ``worker_launched``, records the pid and the staged event's
-name (``event:<name>`` in ``applied``) in one update, and delivers it. A crash before the
-delivery leaves it to the next launcher's start or to the observer (both use
-``runs.deliver_staged_events``, which also forgets delivered names), so each launch is
-counted once; a crash in the instant between starting the worker and that record update
-still loses the count (the pid is not known before). The task's liveness lock is taken
-*before* all that and handed to the worker (``--lock-fd``), so the task is never Active
-without a live holder unless the launcher died mid-launch, which the observer then sees as a
-dead worker; and it cannot be launched twice.
-
-A launch that fails (git, template, agent missing) leaves the task in Pending with
-``- Retry: attempt K/N not before …`` (same attempt, growing backoff) and ``- Error:``, a
-``launch_failed`` event (and ``worktree_error`` for git) and the error in the run record;
-the same failure ``PAUSE_AFTER`` times in a row pauses launching with that reason.
-
-Wake-ups: tasks.md, metrics.json, ``state/PAUSE`` and a worker's lock being closed (its
-exit), plus a thread per started worker that wakes the loop when it exits (it reaps through
-its ``Popen`` object; there is no SIGCHLD handler), plus a slow rescan. SIGUSR1 toggles
-``state/PAUSE`` (``shared.pause.toggle``, under the pause lock). Health ``degraded`` (or
-worse) in ``metrics.json`` removes stale trees (not those of Active, Pending, Blocked,
-Stopped or Failed tasks) through the guarded removal; entering ``critical`` pauses launching ("auto: health critical").
-While workers run it creates the trees of the next tasks in advance, so a freed slot is
-refilled without waiting for ``git worktree add``.
+Each pass takes Pending tasks in launch order, honouring ``- Retry: … not before``, while a
+slot is free (``max_workers``, counted from held liveness locks, so workers that outlived a
+restart are adopted), ``state/PAUSE`` is absent and free memory is above ``min_free_memory_mb``.
+A launch takes the task's liveness lock first, then ensures the tree, renders the prompt,
+writes a fresh run record, claims the line and starts the worker in a new session. A failed
+launch puts the task back with a retry time; the same failure ``PAUSE_AFTER`` times in a row
+pauses launching, and so does health ``critical`` (``degraded`` removes stale trees). While
+tasks wait for a slot it makes the next tree in advance, so a freed slot does not wait for
+``git worktree add``. Workers are reaped through their ``Popen`` objects, never by a SIGCHLD
+handler (one calling ``waitpid(-1)`` would steal the exit status of other subprocesses).
 """
 
 from __future__ import annotations
