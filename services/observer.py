@@ -1,68 +1,19 @@
-"""The observer: STOP files, PR markers and ended runs become tasks.md status, issue comments
-and cleanup (DESIGN.md §2–§4, issue 5). It owns every transition out of Active.
+"""The observer: ended runs, PR markers and STOP files become tasks.md moves, events, issue
+comments and cleanup. It owns every transition out of Active, and never calls GitHub.
 
-``python -m services.observer [--config PATH]``
+``python -m services.observer [--config PATH]``. The transition table, the run record's
+``applied`` steps (decide, announce, move, clean) and the event keys: docs/PROTOCOL.md.
 
-Reads ``tasks.md`` (Active lines), run records ``state/runs/<task>.md`` and liveness locks
-``state/runs/<task>.lock``, PR markers ``state/prs/<task>.md``, and ``trees/<task>/STOP`` and
-``BLOCKED.md``. Writes tasks.md (under its lock), the ``applied`` list of run records (and,
-for a worker found dead, its outcome), comments into ``state/outbox``, events into
-``state/events``, and ``state/archive/<YYYY-MM-DD>.md`` (the day rollover). It never calls
-GitHub.
+* ``STOP`` in the tree of an Active or running task: SIGTERM to the worker, sent through a
+  pidfd and only while its liveness lock is held, so a reused PID is never hit. Touching STOP
+  again signals again; a STOP with no live worker is recorded (``stop_requested``).
+* A worker whose lock is free while its record has no outcome died: the observer records
+  ``outcome: failed`` ("worker died") and emits its ``run_finished``.
+* Day rollover: earlier days' Completed Today entries are written to ``state/archive/`` first,
+  then removed from tasks.md, so a crash in between duplicates nothing.
 
-* ``STOP`` in the tree of an Active or running task → SIGTERM to the worker (only while its
-  liveness lock says it is alive; sent through a pidfd, so a reused PID is never hit); the
-  worker commits its work in progress and ends with outcome ``stopped``. Touching STOP again
-  signals again. A STOP with no live worker is recorded (``stop_requested``), not an error.
-* A run that ended (or whose PR marker appeared) gets exactly one terminal transition:
-  ``completed`` (PR marker or outcome pr), ``blocked``, ``stopped`` (also a failed or dead run
-  whose tree holds STOP: the person asked for it), ``retry`` (back to Pending with
-  ``- Retry: attempt k/N not before …``) or ``failed`` (no attempts left). A worker whose
-  liveness lock is free while its record has no outcome died: the observer writes
-  ``outcome: failed`` ("worker died") and emits ``run_finished`` itself.
-
-Exactly once, through the run record's ``applied`` list (edited under the record's lock):
-
-1. *decide*: the transition is added to ``applied``;
-2. *announce* (once the run has ended, so the comment can give its cost): the event is
-   staged in ``state/events/tmp``, the comment queued, then ``announced`` and the staged
-   event's name (``event:<name>``) are added together, then the event is delivered into
-   ``state/events/new`` and its name dropped. Comment and event carry the key
-   ``<task>/<worker_id>/<transition>``;
-3. *move*: while the task's line is in Active and names this run's worker, it is moved to
-   its new section. This step has no side effects, so it is also how a move that a person's
-   editor reverted is re-applied, on every rescan;
-4. *clean* (completed only): once the worker has exited, the worktree goes through the
-   guarded removal (``shared.worktree.remove_worktree``: it keeps unpushed or dirty work),
-   then ``cleaned`` is added.
-
-Announcing comes before moving, and every staged event of the run (a dead worker's
-``run_finished`` too) is delivered before it, because the move is what hands the task back:
-a retry's Pending line may be launched at once, and the launch replaces the run record, so
-an announcement after it would find the record gone (another run's) and could not record
-its event. The one move that precedes the announcement is a completion found on its PR
-marker while the worker still runs: a Completed line is never launched, and the worker's
-liveness lock keeps the task from being relaunched until it has ended. If a person moves a
-line back to Pending and it is relaunched in the middle of an announcement, the record is
-another run's: the staged event is dropped (never delivered), the comment is queued.
-
-A crash after 1 redoes 2 and 3 (both idempotent). A crash inside 2 before the record is
-written queues the comment's key again (the fetcher sends a key once) and leaves an
-undelivered staged event that is never delivered; after it, the recorded name is delivered
-if still staged — so each event reaches the metrics program exactly once. ``run_finished``
-for a dead worker is staged and recorded with the outcome the same way. An Active line whose
-worker has no run record and is not alive goes back to Pending. A run record whose task is
-not Active (a person moved or deleted it) is left alone.
-
-Day rollover: Completed Today entries from earlier days (their ``- Completed:`` date) move to
-``state/archive/<date>.md`` (tasks.md format): written there first (skipped if already
-present), then removed from tasks.md, so a crash in between duplicates nothing.
-
-Wake-ups: watchdog on tasks.md, ``state/runs`` and ``state/prs``, and — non-recursively, so
-an agent's builds cost no inotify watches — on the trees folder and on the tree of every
-Active or running task (for STOP). Reads (ours included) never wake it. Events are hints:
-every wake-up, and a slow timer, runs the same full rescan, which only re-reads files whose
-stat changed.
+Wake-ups: tasks.md, ``state/runs``, ``state/prs`` and, non-recursively so an agent's builds cost
+no inotify watches, the trees folder and each watched tree. Reads never wake it.
 """
 
 from __future__ import annotations
