@@ -1,40 +1,18 @@
-"""The worker: one agent run on one task, in the task's worktree (DESIGN.md §2, §4).
+"""The worker: one agent run on one task, in the task's worktree.
 
-``python -m services.worker TASK [--config PATH] [--lock-fd N]`` — started by the launcher in
-a new session (so stopping the launcher never stops it); works without the launcher too.
-``ps`` shows a worker as ``tac8-worker``.
+``python -m services.worker TASK [--config PATH] [--lock-fd N]``, started by the launcher in a
+new session (``ps`` shows ``tac8-worker``); it also runs by hand. It holds the task's liveness
+lock for its whole life, feeds ``state/runs/<task>.prompt`` to the agent's stdin, writes the
+agent's output to ``logs/<task>.jsonl`` and ends by emitting its events, then recording the
+outcome in one update of the run record. Files, signals and stop steps: docs/PROTOCOL.md.
 
-Files: holds ``state/runs/<task>.lock`` for its whole life (taken over from the launcher
-through ``--lock-fd``, else taken here); reads the run record and ``state/runs/<task>.prompt``
-(the rendered prompt) and the agent command from ``conf/worker_template.md``; writes the
-agent's output to ``logs/<task>.jsonl`` (capped: the start and the tail are kept); ends by
-writing the PR marker when there is a PR, emitting ``pr_created`` (a PR it opened) and
-``run_finished`` (each under its run's key), then — in one update of the run record —
-outcome, exit_code, finished, error, commit, cost_usd, tokens, turns and the body (the log's
-tail). A crash before that update leaves a dead worker with no outcome: the observer records
-``failed`` and emits ``run_finished`` under the same key, which metrics counts once.
-
-Stopping: a person's stop is ``trees/<task>/STOP`` (``tac8 stop`` writes it; the observer
-then sends SIGTERM, and the worker notices the file itself too). A SIGTERM, SIGINT or SIGHUP
-without STOP (a reboot, an operator's ``kill``) stops the agent the same way but is no
-person's stop: the run ends ``failed`` ("terminated by signal N"), so it is retried. A
-signal that comes after the agent has ended lets the worker finish the run. ``max_runtime``
-or ``stall_timeout`` (no output) stop it too. The agent is stopped in steps — SIGINT to its
-process group, after ``stop_grace`` SIGTERM, after another SIGKILL (a STOP file whose text
-says ``now`` shortens the grace to 1 s). The worker is a child subreaper, so descendants that
-``setsid`` away still become its children: when the agent has ended it kills and reaps every
-remaining descendant. The agent dies with the worker (``PR_SET_PDEATHSIG``), and before it
-starts, the worker kills what an earlier worker of the task that was killed itself left
-running in the tree (processes there with this task's ``TAC8_TASK`` in their environment).
-
-Outcome, from the tree rather than the exit code: ``BLOCKED.md`` → blocked; a stop asked for
-by a person → WIP commit → stopped; a signal without STOP → WIP commit → failed (the retry
-starts from it); a stream-json agent with no final ``result`` line, or ``is_error: true``,
-or a limit hit → failed; new commits (leftovers committed first), or an earlier attempt's
-work that never reached a PR (unpushed, or pushed with no PR marker) → push, open the PR
-unless one is open for the branch, PR marker → pr; otherwise failed ("exited without
-changes"), even with exit code 0. ``commit`` is recorded only when this run moved HEAD (a WIP
-commit included), never the commit it started from.
+The outcome comes from the tree, not the exit code: ``BLOCKED.md`` → blocked; a person's STOP
+→ WIP commit → stopped; a signal without STOP → WIP commit → failed (the retry starts from
+it); a limit, or a stream-json agent with no final ``result`` or with ``is_error`` → failed;
+new commits (leftovers committed first) or an earlier attempt's undelivered work → push, open
+the PR unless one is open, PR marker → pr; otherwise failed ("exited without changes"), even
+with exit code 0. ``commit`` is recorded only when this run moved HEAD. Before the agent starts,
+the worker kills what an earlier, killed worker of the task left running in the tree.
 """
 
 from __future__ import annotations
