@@ -1,43 +1,12 @@
-"""Run records and PR markers: what a worker did (DESIGN.md §2, §4).
+"""Run records, liveness and PR markers: what a worker did, and whether it still runs.
 
-``state/runs/<task>.md`` — frontmatter run record, body = tail of the agent's log::
-
-    task, worker_id, attempt, pid, started, branch, worktree,   (launcher, at launch)
-    outcome, exit_code, finished, error, commit,                 (worker, at its end)
-    cost_usd, tokens, turns,
-    applied                                                      (observer: transitions done)
-
-``outcome`` is one of ``OUTCOMES``, or absent while the run is going. The worker writes it
-*before* it exits, so "liveness lock free and no outcome" means the worker died (killed,
-power loss); the observer then writes ``outcome: failed`` itself. Whoever sets the outcome
-emits the ``run_finished`` event, so it is emitted exactly once. ``applied`` lists the
-transitions the observer has already carried out for this run (so none is done twice), and
-``event:<name>`` (``STAGED_EVENT``) for each event staged in ``state/events/tmp`` and not yet
-delivered: the worker records its ``run_finished`` (and ``pr_created``) that way in the same
-update as the outcome, then delivers; the observer delivers whatever a crash left staged.
-
-Edits go through ``update_run`` under ``state/locks/run-<task>.lock``; liveness is the
-``flock`` on ``state/runs/<task>.lock`` (``worker_alive``), never a PID.
-
-``state/prs/<task>.md`` — PR marker: ``url, number, head, commit, found_by`` (worker or
-fetcher). Its presence means the task's work is on a pull request (or, with no GitHub repo
-configured, pushed: then ``url`` is empty and ``head`` names the pushed branch).
-
-Launch files (the launcher writes them before it starts the worker):
-
-* ``start_run`` replaces the run record with a fresh one for a new attempt. The launcher also
-  records ``title`` there (the worker names the PR after it). A launch that failed before
-  any worker started leaves ``task, attempt, finished, launch_error`` and no outcome (the
-  task stays in Pending with a ``- Retry:`` time; no ``run_finished`` is emitted).
-* ``state/runs/<task>.prompt`` (``prompt_file``): the rendered prompt the worker feeds to
-  the agent's stdin. Not a ``.md`` file, so nothing mistakes it for a run record.
-* ``state/runs/<task>.question.md`` (``question_file``): a blocked run's ``BLOCKED.md``,
-  moved out of the tree when the task is launched again (the worker would otherwise end the
-  new run ``blocked`` at once); its text goes into the new prompt. Not a run record.
-* ``logs/<task>.worker.log`` (``worker_log``): the worker runner's own stdout and stderr,
-  appended to across attempts (the agent's output is ``cfg.agent_log``).
-* The launcher takes the liveness lock itself and hands it to the worker (``--lock-fd``,
-  ``shared.locks.adopt``), so the task counts as alive from before the worker exists.
+``state/runs/<task>.md`` is the run record (its fields, and who writes which: docs/PROTOCOL.md),
+changed only through ``update_run`` under ``state/locks/run-<task>.lock``. A worker is alive
+while ``state/runs/<task>.lock`` is held (``worker_alive``, ``live_tasks``), never judged by a
+PID. ``state/prs/<task>.md`` is the PR marker: the task's work is on a pull request (or, with no
+GitHub repo configured, pushed). Beside the record: the rendered prompt (``prompt_file``), a
+blocked run's question (``question_file``: not a run record, so record scans skip it) and the
+worker's own output (``worker_log``).
 """
 
 from __future__ import annotations
