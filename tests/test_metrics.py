@@ -6,6 +6,7 @@ import json
 import re
 import time
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -210,14 +211,63 @@ def test_metrics_json_is_not_rewritten_when_only_the_clock_moved(sandbox):
     m.fold_pending()
     assert m.publish()
     inode = cfg.paths.metrics.stat().st_ino
-    time.sleep(1.1)  # uptime and last_update now differ
-    assert not m.publish()
+    before = read_metrics(cfg)
+    m.started -= 60  # a minute later: uptime and last_update differ, nothing else does
+    later = time.time() + 60
+    moved = {k: m.snapshot(now=later)[k] for k in ("uptime_seconds", "last_update")}
+    assert all(moved[k] != before[k] for k in moved), (moved, before)
+    assert not m.publish(now=later)
     assert cfg.paths.metrics.stat().st_ino == inode
     # a restarted program does not rewrite an up-to-date file either
     assert not Metrics(cfg).publish()
     emit(cfg.events_dir, "worker_launched", task="gh-2")
     m.fold_pending()
     assert m.publish() and read_metrics(cfg)["workers_launched"] == 2
+
+
+class _CountedClock:
+    """The metrics loop's monotonic clock, moved only by the test and by the loop's sleeps."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg  # also the part of Program that Service uses: cfg and sleep
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> bool:
+        self.now += seconds
+        return True
+
+
+def test_the_loop_writes_at_most_once_per_min_write_interval_however_many_events_arrive(
+        sandbox, monkeypatch):
+    cfg = sandbox.cfg
+    interval = cfg.metrics.min_write_interval
+    clock = _CountedClock(cfg)
+    monkeypatch.setattr(metrics_module, "time", SimpleNamespace(monotonic=clock.monotonic,
+                                                                time=time.time))
+    service = metrics_module.Service(clock)
+    writes = []  # the clock at each write of metrics.json
+    publish = service.metrics.publish
+
+    def counted_publish() -> bool:
+        wrote = publish()
+        if wrote:
+            writes.append(clock.now)
+        return wrote
+    monkeypatch.setattr(service.metrics, "publish", counted_publish)
+    for batch in range(10):  # 100 events every half second: each batch wakes the loop
+        for n in range(100):
+            emit(cfg.events_dir, "worker_launched", task=f"gh-{batch * 100 + n}")
+        service.cycle()
+        clock.now += 0.5
+    assert len(writes) == 10 and read_metrics(cfg)["workers_launched"] == 1000
+    assert all(b - a >= interval for a, b in zip(writes, writes[1:])), writes
+    for _ in range(3):  # nothing new: no write, however often the loop turns
+        service.cycle()
+        clock.now += interval
+    assert len(writes) == 10
 
 
 def test_prometheus_textfile_is_written_with_metrics_json(sandbox):
