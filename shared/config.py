@@ -1,11 +1,11 @@
-"""Settings from ``conf/tac8.toml`` (DESIGN.md §8: the key names are a user interface).
+"""Settings from ``conf/tac8.toml`` (the key names are a user interface: keep them).
 
 Which file: ``--config PATH``, else ``$TAC8_CONFIG``, else the checkout's ``conf/tac8.toml``.
 Every key has a default, so a missing file section or key is fine; an unknown key or a value
 of the wrong type is a ``ConfigError`` whose one-line message names the file and the key.
 Relative paths resolve against the directory of the config file, never the working directory.
 
-``Config`` also names every file of the protocol (DESIGN.md §2), so no program spells a
+``Config`` also names every file of the protocol (docs/PROTOCOL.md), so no program spells a
 state path by hand.
 """
 
@@ -100,7 +100,7 @@ class Config:
     worker: WorkerSection
     metrics: MetricsSection
 
-    # --- the files of the protocol (DESIGN.md §2) ---
+    # --- the files of the protocol (docs/PROTOCOL.md) ---
     @property
     def tasks_file(self) -> Path:
         return self.paths.tasks
