@@ -1,4 +1,4 @@
-"""Crash-safe file writes and maildir handoff (DESIGN.md §2 rules 1 and 2).
+"""Crash-safe file writes and maildir handoff (docs/PROTOCOL.md, rules 1 and 2).
 
 Atomic publish: write a temporary file in the same directory, flush, fsync, ``os.replace``
 onto the name, fsync the directory. A reader sees the old or the new content, never half.
