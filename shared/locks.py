@@ -1,4 +1,4 @@
-"""Lockfiles (DESIGN.md §2 rules 3, 4 and 6).
+"""Lockfiles (docs/PROTOCOL.md, rules 3, 4 and 7).
 
 Two kinds, both ``flock(2)`` on a file, so the kernel releases them when the process dies
 (``kill -9``, power loss) and a PID that was reused can never look like a holder:
