@@ -1,7 +1,7 @@
 """Frontmatter records: a YAML header between ``---`` lines, then a free-text body.
 
 Used for run records, issue snapshots, PR markers, outbox items, events and ``state/PAUSE``
-(DESIGN.md §2). Keys keep their insertion order; the body is kept byte for byte (the
+(docs/PROTOCOL.md). Keys keep their insertion order; the body is kept byte for byte (the
 python-frontmatter loader strips the body's trailing newline, so we split the file ourselves
 and use its YAML handler only for the header). Writes are atomic; a read-modify-write of a
 record shared by two programs goes through ``update_record`` under its lock.
