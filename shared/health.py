@@ -1,4 +1,4 @@
-"""What "healthy" means, shared by the metrics program, the CLI and the launcher (DESIGN.md §6).
+"""What "healthy" means, shared by the metrics program, the CLI and the launcher.
 
 * ``assess(recent, stale)`` applies the health rules to what happened in the recent window
   (``HEALTH_WINDOW``): errors age out of the window, so health recovers by itself.
