@@ -1,8 +1,7 @@
-"""``state/PAUSE``: while it exists the launcher starts no worker (DESIGN.md §2, §7).
+"""``state/PAUSE``: while it exists the launcher starts no worker; running workers go on.
 
-Frontmatter ``by`` (cli, launcher, usr1…), ``at`` (ISO 8601), ``reason``; written atomically
-by the CLI (``tac8 pause``), the launcher (SIGUSR1, auto-pause on critical health or a
-repeated startup failure); removed by ``tac8 resume`` or SIGUSR1. Running workers go on.
+Frontmatter ``by`` (cli, launcher…), ``at`` (ISO 8601), ``reason``; written by ``tac8 pause``
+and the launcher (SIGUSR1, auto-pause), removed by ``tac8 resume`` or SIGUSR1 (docs/PROTOCOL.md).
 
 Every change (``pause``, ``resume``, ``toggle``) holds ``state/locks/PAUSE.lock``, so a
 toggle's read and its write are one step: a ``tac8 pause`` written meanwhile is never
