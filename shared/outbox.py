@@ -1,22 +1,10 @@
-"""The outbox: GitHub writes the observer queues and the fetcher sends (DESIGN.md §2, §5).
+"""The outbox: issue comments the observer queues and the fetcher sends (docs/PROTOCOL.md).
 
-``state/outbox/`` is a maildir. One item is a frontmatter record::
-
-    ---
-    kind: issue_comment
-    issue: 472            # the issue to comment on
-    task: gh-472          # the task it is about
-    key: gh-472/run-3/pr  # idempotency key: one comment per key, ever
-    ---
-    The comment's Markdown.
-
-Producers call ``queue_comment`` (``tmp/`` → ``new/``). The fetcher is the only consumer:
-it moves an item to ``cur/`` before sending it and deletes it after the send is recorded
-(its docstring describes the exactly-once protocol; items it cannot ever send go to
-``bad/``). A sent comment ends with ``comment_marker(key)``, an HTML comment that GitHub
-does not render, so a send can be recognised later among the issue's comments.
-
-A task ``gh-<n>`` is about issue ``n`` (``shared.tasks.issue_number``): its comments go there.
+``queue_comment`` publishes one item into the ``state/outbox`` maildir: frontmatter ``kind:
+issue_comment``, ``issue``, ``task``, ``key``, and the comment's Markdown as body. The key
+makes it idempotent: one comment per key, ever. A sent comment ends with
+``comment_marker(key)``, an HTML comment that GitHub does not render, so after a crash the
+fetcher can recognise a send among the issue's comments.
 """
 
 from __future__ import annotations
