@@ -1,4 +1,4 @@
-"""The retry schedule and the timestamps people read in tasks.md (DESIGN.md §3, §8).
+"""The retry schedule, and the ``- Retry:`` line of tasks.md that carries it.
 
 A run that ended without a PR while attempts remain goes back to Pending with::
 
@@ -6,9 +6,7 @@ A run that ended without a PR while attempts remain goes back to Pending with::
 
 and the launcher starts it no earlier. The wait after attempt ``k`` is
 ``retry_backoff * 2**(k-1)`` seconds, capped at ``retry_backoff_max`` (``[launcher]``).
-
-Written by the observer (a run that ended without a PR) and the launcher (a launch that
-failed); read by the launcher. The time is a tasks.md stamp (``shared.clock``).
+The time is a tasks.md stamp (``shared.clock``); who writes the line: docs/PROTOCOL.md.
 """
 
 from __future__ import annotations
