@@ -1,20 +1,11 @@
-"""The tasks.md engine: parse, query, change and render the queue (DESIGN.md §3).
+"""The tasks.md engine: parse, query, change and render the queue (format: docs/PROTOCOL.md).
 
-Format::
-
-    ## Pending
-    [] gh-471: Add docstring to coordinator.py {p2}
-    - Retry: attempt 2/3 not before 2026-11-24 10:20:00
-
-A task line is ``[MARKER] ID: TITLE {pN}`` (ID and priority optional); ``- Key: value`` lines
-right under it belong to it. A ``## Name`` heading starts a section; the known ones are
-``SECTIONS``. Everything else (free text, blank lines, unknown headings, lines the parser
-does not understand) is kept exactly where it was, and the lines that look like neither text
-nor tasks are reported in ``Board.problems``.
-
-Round trip: ``parse(text).render() == text`` byte for byte, for any text (CRLF, no final
-newline, invalid UTF-8 through ``surrogateescape``). Only tasks that were changed are
-re-rendered; every other line is emitted as read.
+A task line is ``[MARKER] ID: TITLE {pN}`` with its ``- Key: value`` lines; a ``## Name``
+heading starts a section (``SECTIONS``). Everything else (free text, unknown headings, lines the
+parser does not understand) is kept where it was; the lines that look like neither text nor
+tasks are reported in ``Board.problems``. Round trip: ``parse(text).render() == text`` byte for
+byte, for any text (CRLF, no final newline, invalid UTF-8 through ``surrogateescape``); only
+changed tasks are re-rendered.
 
 Writers use ``transact``: under the tasks.md lockfile it reads, lets the caller change the
 board, and writes atomically only if something changed. A person's editor does not take the
