@@ -1,25 +1,16 @@
-"""``conf/worker_template.md``: the agent's settings and the prompt (DESIGN.md §2, §4).
+"""``conf/worker_template.md``: the agent's settings and the prompt.
 
-Frontmatter (agent settings)::
-
-    command: [claude, -p, --output-format, stream-json, --verbose, --dangerously-skip-permissions]
-    env: {IS_SANDBOX: "1"}          # optional: extra environment for the agent
-    max_runtime: 3600               # optional: override [worker] limits for this agent
-    stall_timeout: 600
-    stop_grace: 30
-
-An agent whose command names ``stream-json`` is held to Claude Code's contract: a run without
-a final ``{"type": "result"}`` line, or with ``is_error: true``, failed.
+Frontmatter: ``command`` (an argv, e.g. ``[claude, -p, --output-format, stream-json, …]``),
+and optionally ``env`` (extra environment) and ``max_runtime``, ``stall_timeout``,
+``stop_grace`` (override ``[worker]`` for this agent). An agent whose command names
+``stream-json`` is held to Claude Code's contract: a run without a final ``{"type": "result"}``
+line, or with ``is_error: true``, failed.
 
 Body: the prompt, with ``{{name}}`` placeholders (``PLACEHOLDERS``). Rendering is strict: an
 unknown placeholder is an error, so a typo never reaches an agent. Values are substituted in
 one pass (a value that itself contains ``{{…}}`` stays as written). The untrusted values
 (the issue's title and text) cannot close the template's fence: ``<<<`` and ``>>>`` in them
 become look-alike angle quotes.
-
-The launcher renders the prompt (so a bad template fails the launch, visibly) and writes it
-to ``state/runs/<task>.prompt`` (``shared.runs.prompt_file``); the worker feeds that file to
-the agent's stdin.
 """
 
 from __future__ import annotations
