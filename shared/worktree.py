@@ -1,23 +1,18 @@
 """Git worktrees for tasks: ``<repo>/<trees>/<task>`` on branch ``<branch_prefix><task>``,
-made from ``<remote>/<base_branch>``.
+made from ``<remote>/<base_branch>``. Both calls below run under the task's liveness lock (the
+caller's, or taken by ``remove_worktree``): holding it proves that no worker uses the tree.
 
-* ``ensure_worktree`` creates the tree or reuses the existing one for a retry, and repairs
-  what a crash or a person left behind: a registration whose directory is gone is pruned; a
-  directory that is not a usable worktree is moved aside (never deleted) and replaced; a
-  branch that exists locally or only on the remote is checked out instead of re-created.
-  No "already exists" can repeat. It is called only under the task's liveness lock
-  (``state/runs/<task>.lock``): holding it is the proof that no worker uses the tree.
-* ``remove_worktree`` is the only removal, and it is guarded: it keeps a tree whose worker is
-  alive, a tree with uncommitted changes, and a tree with commits not on the remote.
-* The main repository ignores the trees folder, and every worktree ignores ``STOP`` and
-  ``BLOCKED.md`` at its top (all through the common ``.git/info/exclude``), so the repository
-  never looks dirty and the control files are never committed.
+* ``ensure_worktree`` creates the tree or reuses it for a retry, and repairs what a crash or a
+  person left: a registration whose directory is gone is pruned; a directory that is not a
+  usable worktree is moved aside (never deleted); an existing local or remote branch is
+  checked out, not re-created. No "already exists" can repeat.
+* ``remove_worktree`` is the only removal, and it keeps a tree whose worker is alive, a tree
+  with uncommitted changes and a tree with commits not on the remote.
+* The trees folder, and ``STOP`` and ``BLOCKED.md`` at the top of every tree, are ignored
+  through the common ``.git/info/exclude`` (edited under ``state/locks/git-exclude.lock``).
 
-Git runs through ``shared.proc.run``: no shell, a timeout on every call (its process group
-killed then), and neither hooks nor an fsmonitor command, since the agent can write both
-into its tree. Commit messages go through stdin, so issue text never becomes an argument.
-Network calls also give up on a stalled transfer and keep ssh from waiting on a dead peer
-or a prompt. ``info/exclude`` is edited under ``state/locks/git-exclude.lock``.
+Git runs through ``shared.proc.run`` with neither hooks nor an fsmonitor command (the agent can
+write both); commit messages go through stdin; network calls give up on a stalled transfer.
 """
 
 from __future__ import annotations
