@@ -1,68 +1,18 @@
-"""The fetcher: the one tac8 program that polls GitHub (DESIGN.md §3, §5).
+"""The fetcher: the one tac8 program that talks to GitHub (files and keys: docs/PROTOCOL.md).
 
-``python -m services.fetcher [--config PATH]``. Files it follows:
+``python -m services.fetcher [--config PATH]``. Each poll turns the open issues that carry the
+trigger label and have a trusted author (``author_association``, or ``allowed_authors``) into
+issue snapshots and Pending ``gh-N`` lines (priority from a ``priority:P0``…``P3`` label),
+removes the Pending line of an issue closed or unlabelled (an Active one gets ``STOP``), and
+writes the PR marker of an Active task whose branch heads an open PR of this repository. Then
+it sends the outbox. With ``[github] repo`` empty it only keeps its heartbeat.
 
-* reads ``tasks.md``, ``state/archive/*.md``, ``state/outbox/new/`` (and moves items
-  through ``cur/`` to deletion, or to ``bad/``);
-* writes ``state/issues/gh-<n>.md`` (the only writer: frontmatter number, title, url, author,
-  author_association, labels, state, updated_at; body = the issue's text), adds new issues
-  to Pending and removes the Pending tasks of closed or unlabelled issues in ``tasks.md``
-  (``shared.tasks.edit_tasks``), drops ``STOP`` into the tree of an Active one,
-  writes PR markers ``state/prs/<task>.md`` with ``found_by: fetcher``, and its own memory
-  ``state/fetcher.md`` (frontmatter + a JSON body: the ETag'd listing pages, the untrusted
-  issues already counted, the outbox keys already sent, the failed attempts of each
-  outbox item still in ``cur/``).
-
-Each poll (every ``poll_interval``) costs O(1) requests whatever the number of tasks: the
-open issues with the trigger label (pages), and — only while some task is Active — the open
-PRs (pages); every page goes with the ETag it had last time, so an unchanged poll gets only
-304s, which cost no rate limit. Only when an issue that had an open, labelled snapshot drops
-out of the list is that one issue fetched, to learn whether it was closed or unlabelled.
-
-* An issue is eligible when its ``author_association`` is trusted or its author is in
-  ``allowed_authors``; others are counted once each (``issue_ignored``) and get no
-  snapshot and no task.
-* A new eligible issue gets its snapshot first, then ``[] gh-N: <sanitised title> {pN}``
-  (priority from a ``priority:P0``…``P3`` label, else the default, written out) unless
-  ``gh-N`` is anywhere in tasks.md or the archive. That is checked again inside the
-  tasks.md transaction, so a task the observer is archiving right then is not re-added.
-  (So a person who deletes a ``gh-N`` line of an issue that is still open and labelled
-  sees it come back: dropping an issue means closing it or removing its label.)
-* A Pending/Active ``gh-N`` whose snapshot says closed or unlabelled (and that is not in the
-  current list): Pending is removed, Active gets ``STOP`` (the observer does the rest). This
-  is level-triggered, so a crash between steps only delays it.
-* An Active task whose branch is the head of an open PR *of this repository* (a fork's
-  branch of the same name does not count) gets a PR marker unless it has one.
-
-Outbox, exactly once. An item moves ``new/`` → ``cur/`` before it is sent; a sent comment
-ends with ``<!-- tac8:KEY -->``. After a send the key is recorded in ``state/fetcher.md``,
-``comment_sent`` is emitted, and the item deleted. An item found in ``cur/`` may have been
-sent by a process that died (or a call that timed out after GitHub acted), so before it is
-sent it is looked for among the issue's comments; an item whose key is recorded is deleted
-unsent. Items that can never be sent (malformed, issue gone, rejected) go to ``bad/`` at
-once; so does an item whose send failed ``SEND_ATTEMPTS`` times (each failure is counted in
-``state/fetcher.md``, so a restart does not reset it). Each move to ``bad/`` is logged and
-emits ``comment_set_aside``; a person may move the item back to ``new/`` to try again.
-
-Failures: a rate limit stops all calls until its reset (at most an hour, as a Pi's clock may
-be wrong). A failed poll (5xx, network, auth) backs off exponentially from
-``poll_interval`` with jitter, capped at ``BACKOFF_CAP``, one ``github_api_error`` each; no
-call at all is made until then. The outbox has a backoff of its own, so a comment that
-cannot be sent never delays a poll:
-
-* an error that would fail any call alike (5xx, network, timeout, 401 or gh not logged in:
-  ``fails_every_call``) ends the pass: the whole outbox waits for its backoff;
-* a 403 (a token without Issues:write, a locked issue) may be about that one item: the
-  pass goes on with the next items, only the failed ones wait for the backoff, and new
-  items go out at once;
-* either way the failure counts against the item, and the outbox emits one
-  ``github_api_error`` when it starts failing (not one per attempt: that would make health
-  critical and pause launching over a comment), then only log lines until a pass in which
-  every waiting item went out or was set aside.
-``rate_limit`` events report the remaining budget when it moves by a tenth (and when it
-runs out), not on every poll: events are files on an SD card. A
-failed poll changes nothing it has not finished, and the memory is saved only after a
-poll's effects, so nothing is lost. With ``[github] repo`` empty it only keeps its heartbeat.
+A poll costs O(1) requests whatever the number of tasks: the label's issue pages, and the PR
+pages only while a task is Active, each sent with its last ETag, so an unchanged poll gets
+only 304s (no rate limit spent). A rate limit stops every call until its reset (at most an
+hour: a Pi's clock may be wrong); a failed poll backs off exponentially with jitter up to
+``BACKOFF_CAP``. The memory (``state/fetcher.md``) is saved only after a poll's effects, so a
+failed or killed poll loses nothing. The outbox has a backoff of its own (``send_outbox``).
 """
 
 from __future__ import annotations
@@ -426,8 +376,14 @@ class Fetcher:
 
     # --- outbox ---
     def send_outbox(self) -> None:
-        """One pass over ``cur/`` then ``new/``, oldest first (the rules for failures are in
-        the module docstring); raises only ``RateLimited``."""
+        """One pass over ``cur/`` then ``new/``, oldest first; raises only ``RateLimited``.
+
+        A failure never delays a poll. One that would fail any call alike
+        (``fails_every_call``) ends the pass and the whole outbox waits for its backoff; any
+        other (a 403 may be about that one item) only holds back the failed items, and new
+        items go out at once. Each failure counts against its item (``SEND_ATTEMPTS``, then
+        ``bad/``); the outbox emits one ``github_api_error`` when it starts failing, not one
+        per attempt (that would make health critical and pause launching over a comment)."""
         outbox = self.cfg.outbox_dir
         retrying = time.monotonic() >= self.outbox_retry_at
         if self.outbox_blocked and not retrying:
@@ -456,7 +412,8 @@ class Fetcher:
         self.end_pass(failure)
 
     def claim(self, item: Path) -> Path:
-        """Move an item from ``new/`` to ``cur/`` before its send (see the docstring)."""
+        """Move an item from ``new/`` to ``cur/`` before its send: an item found in ``cur/``
+        after a crash may have been sent, so it is looked for on the issue first."""
         cur = self.cfg.outbox_dir / "cur"
         cur.mkdir(parents=True, exist_ok=True)
         claimed = cur / item.name
