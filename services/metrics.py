@@ -1,28 +1,17 @@
-"""The metrics program: folds events into ``metrics.json`` (DESIGN.md §2, §6).
+"""The metrics program: folds events into ``metrics.json`` (files and keys: docs/PROTOCOL.md).
 
-``python -m services.metrics [--config PATH]``, one instance, under supervisord.
+``python -m services.metrics [--config PATH]``. It reads and deletes ``state/events/new/*``,
+reads tasks.md (the pending count), the liveness locks and the heartbeats, and writes
+``state/metrics.state.json`` (its durable tally), ``metrics.json`` and, when
+``[metrics] prometheus_file`` is set, a Prometheus textfile.
 
-Files:
-
-* reads and deletes ``state/events/new/*`` (maildir; every program publishes there);
-* reads ``tasks.md`` (pending count, never written), ``state/runs/*.lock`` (a held liveness
-  lock is a live worker) and ``state/heartbeats/*`` (mtimes);
-* writes, atomically: ``state/metrics.state.json`` (its own durable tally), ``metrics.json``
-  and, when ``metrics.prometheus_file`` is set, a Prometheus textfile.
-
-Each event counted once across ``kill -9`` at any instant: events are delivered at least
-once, each with a ``key``, and the tally in ``state/metrics.state.json`` keeps the keys of the
-last ``SEEN_KEEP`` events counted. A batch of events is folded (skipping keys already seen),
-the state written atomically, then the batch's files deleted: a crash before the write folds
-them again from the old state; after it, they are found seen and deleted. ``metrics.json`` is
-derived from the state alone, so it can always be rewritten.
-
-Write budget (an SD card wears out): folding, and so the state file, ``metrics.json`` and the
-textfile, happen at most once every ``metrics.min_write_interval`` seconds however many
-events arrive; ``metrics.json`` is not written when nothing in it changed except the clock
-(``uptime_seconds``, ``last_update``, heartbeat ages). Events only wake the loop (watchdog on
-``new/``); a slow timer (``REFRESH_EVERY``) refreshes what no event announces: heartbeats,
-live workers, the pending count, errors ageing out of the health window.
+Each event is counted once across ``kill -9`` at any instant: a batch is folded (skipping keys
+the tally has seen: ``SEEN_KEEP``), the tally written atomically, then the batch's files
+deleted; ``metrics.json`` is derived from the tally alone. An SD card wears out, so all this
+happens at most once every ``min_write_interval`` seconds however many events arrive, and
+``metrics.json`` is not rewritten when only the clock changed. New events wake the loop; a
+slow timer (``REFRESH_EVERY``) refreshes what no event announces: heartbeats, live workers,
+the pending count, errors ageing out of the health window.
 """
 
 from __future__ import annotations
