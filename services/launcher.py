@@ -55,10 +55,6 @@ HEALTH_BAD = ("degraded", "critical")
 CHANGES = [FileMovedEvent, FileCreatedEvent, FileDeletedEvent, FileClosedEvent]
 
 
-class LaunchError(RuntimeError):
-    """A task cannot be launched now (the message says why)."""
-
-
 def _same_board(board: Board) -> Board:
     """No change of our own: ``edit_tasks`` gives every id-less task its id on the way."""
     return board
@@ -223,7 +219,7 @@ class Launcher:
             except (worktree.GitError, worktree.WorktreeError) as exc:
                 self.launch_failed(task_id, attempt, max_attempts, str(exc), worktree_error=True)
                 return False
-            except (TemplateError, LaunchError, OSError) as exc:
+            except (TemplateError, OSError) as exc:
                 self.launch_failed(task_id, attempt, max_attempts, str(exc))
                 return False
             worker_id = runs.new_worker_id()
@@ -280,7 +276,7 @@ class Launcher:
     def render_prompt(self, task: Task, attempt: int, question: str) -> str:
         template = load_template(self.cfg.worker.template)
         if shutil.which(template.command[0]) is None:
-            raise LaunchError(f"agent command not found: {template.command[0]}")
+            raise TemplateError(f"agent command not found: {template.command[0]}")
         return render(template, prompt_values(self.cfg, task.id, task.title, attempt, question))
 
     def spawn(self, task_id: str, lock: HeldLock) -> subprocess.Popen:

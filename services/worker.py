@@ -36,10 +36,11 @@ from typing import Any
 from shared import runs, treefiles, worktree
 from shared.clock import now_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
+from shared.errors import ExternalError, Tac8Error
 from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
-from shared.prompt import Template, TemplateError, load_template, prompt_values, render
+from shared.prompt import Template, load_template, prompt_values, render
 from shared.streamjson import StreamJson
 from shared.tasks import issue_number
 
@@ -188,10 +189,6 @@ class CappedLog:
         return text.split("\n", 1)[1] if len(text) == chars and "\n" in text else text
 
 
-class PullRequestError(RuntimeError):
-    """GitHub did not let the worker find or open the branch's PR."""
-
-
 @dataclass
 class AgentRun:
     exit_code: int | None = None
@@ -267,7 +264,7 @@ class Worker:
             finally:
                 sweep_descendants()  # before looking at the tree: no orphan still writes in it
             outcome = self.decide(template, agent, start_head, meta)
-        except (TemplateError, worktree.WorktreeError, worktree.GitError, OSError) as exc:
+        except (Tac8Error, OSError) as exc:
             outcome = Outcome(runs.FAILED, error=str(exc))
         except Exception as exc:  # the run must still end with an outcome on record
             outcome = Outcome(runs.FAILED, error=f"worker error: {type(exc).__name__}: {exc}")
@@ -435,7 +432,7 @@ class Worker:
             return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit)
         try:
             pr = self.open_pr(title)
-        except PullRequestError as exc:
+        except ExternalError as exc:  # GitHub would not find or open it
             return Outcome(runs.FAILED, commit=commit,
                            error=f"pushed {branch}, but could not open its PR: {exc}")
         runs.write_pr_marker(self.cfg, self.task, url=pr["url"], number=pr["number"],
@@ -466,17 +463,14 @@ class Worker:
         configured the pushed branch is the result (url empty)."""
         if not self.cfg.github.repo:
             return {"url": "", "number": None, "created": False}
-        from shared.github import GitHub, GitHubError  # only a worker that opens PRs needs gh
+        from shared.github import GitHub  # only a worker that opens PRs needs gh
 
         github = GitHub.from_config(self.cfg)
         branch = self.cfg.branch(self.task)
-        try:
-            pr = github.find_open_pr(branch)
-            created = pr is None
-            if created:
-                pr = github.create_pr(branch, self.cfg.repo.base_branch, title, self.pr_body())
-        except GitHubError as exc:
-            raise PullRequestError(str(exc)) from None
+        pr = github.find_open_pr(branch)
+        created = pr is None
+        if created:
+            pr = github.create_pr(branch, self.cfg.repo.base_branch, title, self.pr_body())
         return {"url": _field(pr, "html_url", "url"), "number": _field(pr, "number"),
                 "created": created}
 

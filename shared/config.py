@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import ConfigError
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = CHECKOUT / "conf" / "tac8.toml"
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message is one line naming file and key."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode, urlsplit
 
-from shared.proc import MAX_OUTPUT, ExternalError, run
+from shared.errors import ExternalError
+from shared.proc import MAX_OUTPUT, run
 
 PASSED_ENV = (
     "PATH", "HOME", "GH_HOST", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GH_CONFIG_DIR",

@@ -25,12 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from shared.errors import LockError
 
-class LockTimeout(TimeoutError):
+
+class LockTimeout(LockError, TimeoutError):
     """The lock stayed held by someone else for longer than the timeout."""
 
 
-class AlreadyHeld(RuntimeError):
+class AlreadyHeld(LockError):
     """A life-long lock is held by another live process."""
 
 

@@ -27,13 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from shared.errors import ExternalError
+
 MAX_OUTPUT = 8 * 1024 * 1024  # bytes kept of each stream: a page of 100 long issues fits
 _CHUNK = 64 * 1024
-
-
-class ExternalError(Exception):
-    """Something outside tac8 failed: a program that could not start or timed out (raised
-    by ``run``), or what a caller maps a failed program to."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from shared.config import Config, ConfigError, add_config_argument, load_config
+from shared.config import Config, add_config_argument, load_config
+from shared.errors import ConfigError, Tac8Error
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, hold
 
@@ -188,9 +189,10 @@ class Program:
             self._drain()
             try:
                 cycle()
-            except ColdShutdown:
-                raise
-            except Exception:  # a bad cycle must not end a 24/7 program; it is logged
+            except Tac8Error as exc:  # expected (a bad file, a lock, git or GitHub): one line
+                self.log.error("cycle failed: %s", exc)
+                self.sleep(ERROR_PAUSE)
+            except Exception:  # a bug: a 24/7 program logs it whole and goes on
                 self.log.exception("cycle failed")
                 self.sleep(ERROR_PAUSE)
             self.cycles += 1

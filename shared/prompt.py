@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Config
+from shared.errors import ConfigError
 from shared.records import RecordError, read_record
 from shared.tasks import issue_number
 
@@ -44,7 +45,7 @@ NO_ISSUE_TEXT = "(none: this task was typed into tasks.md by a person; its title
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 
 
-class TemplateError(ValueError):
+class TemplateError(ConfigError):
     """The template cannot be used; the message names the file and what is wrong."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from shared.errors import LockError
 from shared.fsio import publish_file, stage_file
 from shared.locks import file_lock
 
@@ -61,7 +62,7 @@ _SECTION_NAMES = {name.lower(): name for name in SECTIONS}
 T = TypeVar("T")
 
 
-class TasksConflict(RuntimeError):
+class TasksConflict(LockError):
     """tasks.md kept changing under a transaction (someone saving it in a tight loop)."""
 
 

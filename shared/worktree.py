@@ -25,7 +25,8 @@ from pathlib import Path
 from shared.config import Config
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, HeldLock, file_lock, hold
-from shared.proc import ExternalError, run
+from shared.errors import ExternalError
+from shared.proc import run
 
 CONTROL_FILES = ("STOP", "BLOCKED.md")  # written into a tree by a person or the agent
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
@@ -39,7 +40,7 @@ class GitError(ExternalError):
     """A git command failed; the message is the command and git's last words."""
 
 
-class WorktreeError(RuntimeError):
+class WorktreeError(ExternalError):
     """The tree cannot be used as it is (and tac8 will not destroy what is in it)."""
 
 
