@@ -1,4 +1,4 @@
-"""A fake GitHub REST API on 127.0.0.1 that the real ``gh`` binary talks to (DESIGN.md §5).
+"""A fake GitHub REST API on 127.0.0.1 that the real ``gh`` binary talks to.
 
 gh is pointed at it by environment (``FakeGitHub.env``): ``GH_HOST=github.localhost``,
 ``GH_TOKEN``, and ``HTTP_PROXY``/``HTTPS_PROXY`` = this server, with ``NO_PROXY`` emptied.
