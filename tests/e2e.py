@@ -45,7 +45,7 @@ AGENT = Path(__file__).with_name("e2e_agent.py")
 PROGRAMS = ("fetcher", "launcher", "observer", "metrics")
 START_TIMEOUT = 30.0  # seconds for the four programs to reach RUNNING (startsecs is 2)
 
-# Small intervals and limits so a scenario takes seconds (DESIGN.md §8 names).
+# Small intervals and limits so a scenario takes seconds (the config's key names).
 SETTINGS: dict[str, dict[str, Any]] = {
     "github": {"host": "github.localhost", "poll_interval": 0.5},
     "launcher": {"max_workers": 2, "retry_backoff": 1, "retry_backoff_max": 5,
