@@ -1,4 +1,4 @@
-"""Config loading: defaults, types, unknown keys, path resolution (DESIGN.md §8)."""
+"""Config loading: defaults, types, unknown keys, path resolution."""
 
 from __future__ import annotations
 
