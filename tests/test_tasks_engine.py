@@ -1,4 +1,4 @@
-"""The tasks.md engine: format, round trip, queries, moves, ids, sanitising (DESIGN.md §3)."""
+"""The tasks.md engine: format, round trip, queries, moves, ids, sanitising (docs/PROTOCOL.md)."""
 
 from __future__ import annotations
 
