@@ -6,11 +6,11 @@ import json
 import re
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-import shared.events
 from services import metrics as metrics_module
 from services.metrics import Metrics, prometheus_text, state_path
 from shared.events import emit
@@ -20,14 +20,12 @@ from shared.records import render_record
 
 
 def _table_types() -> list[str]:
-    """Every event type in the table of shared/events.py (the contract with the emitters)."""
-    rows = shared.events.__doc__.split("======================  =========")[2]
-    types = []
-    for line in rows.splitlines():
-        match = re.match(r"^([a-z_]+(?: / [a-z_]+)*)\s{2,}", line)
-        if match:
-            types += match.group(1).split(" / ")
-    return types
+    """Every event type in the event table of docs/PROTOCOL.md (the contract with the
+    emitters): the backquoted names in the first cell of each row."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text()
+    section = text.split("\n## Events\n", 1)[1].split("\n## ", 1)[0]
+    return [name for line in section.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])]
 
 
 def _event(cfg, kind, at: datetime | None = None, task=None, **details):
