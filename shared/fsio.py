@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def stage_file(path: Path, data: str | bytes, *, mode: int = 0o644, fsync: bool 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -9,7 +9,6 @@ fetcher can recognise a send among the issue's comments.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -31,6 +30,8 @@ def marker_key(key: str) -> str:
     key = str(key)
     if _SAFE_KEY.fullmatch(key):
         return key
+    import hashlib  # only for a key that needs it: hashlib loads OpenSSL (3.6 MB)
+
     return "sha256-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
