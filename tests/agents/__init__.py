@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -53,14 +53,24 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, what: str
         time.sleep(interval)
 
 
-def wait_cycles(cfg: Config, program: str, cycles: int = 2, **kwargs: Any) -> int:
+def wait_cycles(cfg: Config, program: str, cycles: int = 2,
+                nudge: Callable[[], Any] | None = None, **kwargs: Any) -> int:
     """Wait until ``program`` has run ``cycles`` more cycles than it had when called (its
     heartbeat file holds the count); returns the count reached. A cycle that starts after
-    something happened has seen it: waiting for two makes sure one started afterwards."""
+    something happened has seen it: waiting for two makes sure one started afterwards.
+
+    ``nudge``, if given, is called until then, for a program that would otherwise sleep
+    until its slow timer: it should touch something the program watches (file events are
+    only hints to a program, so a spurious one changes nothing but the cycle count)."""
     path = cfg.heartbeat(program)
     goal = read_cycles(path) + cycles
-    return wait_for(lambda: read_cycles(path) >= goal and read_cycles(path),
-                    what=f"{cycles} cycles of the {program}", **kwargs)
+
+    def reached() -> int | bool:
+        count = read_cycles(path)
+        if count < goal and nudge is not None:
+            nudge()
+        return count >= goal and count
+    return wait_for(reached, what=f"{cycles} cycles of the {program}", **kwargs)
 
 
 def survivors(pid_dir: Path) -> list[int]:
