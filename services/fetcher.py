@@ -492,7 +492,8 @@ class Fetcher:
         self.memory.remember_sent(key)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()
-        emit(self.cfg.events_dir, "comment_sent", task=meta.get("task"), issue=issue, key=key)
+        emit(self.cfg.events_dir, "comment_sent", task=meta.get("task"), issue=issue,
+             comment=key, key=f"{key}/sent")  # its own key: the comment's is the observer's event's
         item.unlink()
 
     def set_aside(self, item: Path, why: str, issue: int | None = None,
@@ -505,7 +506,7 @@ class Fetcher:
         fsync_dir(bad)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()
-        emit(self.cfg.events_dir, "comment_set_aside", item=item.name, issue=issue, key=key,
+        emit(self.cfg.events_dir, "comment_set_aside", item=item.name, issue=issue, comment=key,
              reason=why[:300])
 
 

@@ -248,8 +248,8 @@ def test_a_queued_comment_is_posted_once_with_its_key(cfg, fake_github):
     assert [c["body"] for c in comments] == [
         "Opened a PR: **#2**\n\n<!-- tac8:gh-1/run-1/pr -->\n"]
     assert not pending(cfg.outbox_dir) and not list((cfg.outbox_dir / "cur").iterdir())
-    assert [(e["issue"], e["key"], e["task"]) for e in events(cfg, "comment_sent")] == [
-        (1, "gh-1/run-1/pr", "gh-1")]
+    assert [(e["issue"], e["comment"], e["key"], e["task"]) for e in events(cfg, "comment_sent")] \
+        == [(1, "gh-1/run-1/pr", "gh-1/run-1/pr/sent", "gh-1")]
     assert fake_github.count("POST") == 1
 
 
@@ -283,7 +283,7 @@ def test_unsendable_items_are_set_aside(cfg, fake_github):
     assert sorted(aside)[1:] == ["junk", "other"]
     assert aside["junk"]["reason"].startswith("malformed")
     gone = aside[sorted(aside)[0]]
-    assert (gone["issue"], gone["key"]) == (42, "k1") and "404" in gone["reason"]
+    assert (gone["issue"], gone["comment"]) == (42, "k1") and "404" in gone["reason"]
 
 
 # --- failures ---

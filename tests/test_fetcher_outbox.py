@@ -65,7 +65,7 @@ def test_a_refused_comment_is_retried_then_set_aside_while_others_and_polls_go_o
     assert [(e["status"], e["during"]) for e in errors] == [(403, "outbox")]  # once, not 5×
     assert NO_WRITE in errors[0]["error"]
     [aside] = events(cfg, "comment_set_aside")
-    assert (aside["item"], aside["issue"], aside["key"]) == (refused.name, 1, "k-refused")
+    assert (aside["item"], aside["issue"], aside["comment"]) == (refused.name, 1, "k-refused")
     assert f"{SEND_ATTEMPTS} sends failed" in aside["reason"] and NO_WRITE in aside["reason"]
     assert fetcher.memory.attempts == {}
     fetcher.step()  # a clean pass ends the streak

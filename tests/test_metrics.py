@@ -361,3 +361,15 @@ def test_cost_today_resets_on_a_new_day(sandbox):
     assert (data["cost_usd_total"], data["tokens_total"]) == (2.5, 107)
     tomorrow = (now + timedelta(days=1)).timestamp()
     assert m.snapshot(now=tomorrow)["cost_usd_today"] == 0.0
+
+
+def test_a_comment_sent_is_counted_beside_the_event_that_queued_it(sandbox):
+    """The observer's event and the fetcher's comment_sent name the same comment key; each
+    has a key of its own, so neither hides the other."""
+    cfg = sandbox.cfg
+    emit(cfg.events_dir, "task_completed", "gh-1", key="gh-1/w-1/completed")
+    emit(cfg.events_dir, "comment_sent", "gh-1", comment="gh-1/w-1/completed",
+         key="gh-1/w-1/completed/sent")
+    metrics = Metrics(cfg)
+    assert metrics.fold_pending() == 2
+    assert metrics.tally.counts == {"task_completed": 1, "comment_sent": 1}
