@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Callable
 
 from shared.config import CHECKOUT, load_config
+from shared.proc import run
 from shared.records import read_record, write_record
 from shared.tasks import ACTIVE, PENDING, SECTIONS, read_board
+from shared.worktree import git
 
 DEMO_TASKS = """# Tasks
 
@@ -86,8 +88,7 @@ def supervisord_conf_for(python: str) -> str:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return "\n".join(f"  {line}" for line in out.stdout.splitlines())
+    return "\n".join(f"  {line}" for line in git(cwd, *args).splitlines())
 
 
 def _tool(name: str) -> str:
@@ -126,14 +127,17 @@ def build_sandbox(root: Path) -> Path:
     return config
 
 
-def _supervisorctl(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_tool("supervisorctl"), "-c", str(root / "conf" / "supervisord.conf"),
-                           *args], capture_output=True, text=True, timeout=60)
+def _supervisorctl(root: Path, *args: str) -> str:
+    """What supervisorctl printed (its exit status only says whether every program runs)."""
+    done = run([_tool("supervisorctl"), "-c", str(root / "conf" / "supervisord.conf"), *args],
+               timeout=60)
+    return (done.stdout or done.stderr).decode("utf-8", "replace").rstrip()
 
 
 def start(root: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("TAC8_CONFIG", None)  # the programs get --config from supervisord.conf
+    # Not shared.proc.run: supervisord daemonizes, and run kills what its child leaves behind.
     subprocess.run([_tool("supervisord"), "-c", str(root / "conf" / "supervisord.conf")],
                    check=True, env=env, cwd=root, timeout=60)
 
@@ -177,13 +181,13 @@ def run_demo(root: Path, say: Callable[[str], None] = print) -> int:
     say(f"tac8 demo: starting supervisord ({root / 'conf' / 'supervisord.conf'})")
     start(root)
     try:
-        say(_supervisorctl(root, "status").stdout.rstrip())
+        say(_supervisorctl(root, "status"))
         say("tac8 demo: working (tasks.md sections, as they change)")
         settled = wait_until_settled(config, say)
         time.sleep(1.5)  # let the metrics program write its last figures
-        status = subprocess.run([sys.executable, "-m", "services.cli", "--config", str(config),
-                                 "status"], capture_output=True, text=True, timeout=60)
-        say(status.stdout.rstrip() or status.stderr.rstrip())
+        status = run([sys.executable, "-m", "services.cli", "--config", str(config), "status"],
+                     timeout=60)
+        say((status.stdout or status.stderr).decode("utf-8", "replace").rstrip())
         say("tac8 demo: branches pushed to the sandbox origin")
         say(_git(root / "origin.git", "branch", "--list", "--format=%(refname:short)  %(subject)"))
     finally:

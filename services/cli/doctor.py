@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import xmlrpc.client
 from dataclasses import dataclass
@@ -24,8 +23,11 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from shared.config import Config, ConfigError, config_path, load_config
+from shared.errors import ExternalError
 from shared.health import available_memory_mb
+from shared.proc import run
 from shared.records import RecordError, read_record
+from shared.worktree import GitError, git
 
 MIN_FREE_DISK_MB = 1024
 # The programs watch a few directories each, plus the top of every running task's tree, and
@@ -49,13 +51,10 @@ class Check:
 def _run(argv: list[str]) -> tuple[int, str]:
     """Exit status and combined output of a command (127 if it cannot be run)."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: not found"
-    except subprocess.TimeoutExpired:
-        return 124, f"{argv[0]}: no answer after {COMMAND_TIMEOUT} s"
-    return done.returncode, (done.stdout + done.stderr).strip()
+        done = run(argv, timeout=COMMAND_TIMEOUT)
+    except ExternalError as exc:  # not found, or no answer in time
+        return 127, str(exc)
+    return done.returncode, (done.stdout + done.stderr).decode("utf-8", "replace").strip()
 
 
 def _gh() -> str | None:
@@ -103,10 +102,12 @@ def _check_agent(cfg: Config) -> Check:
 
 def _check_repo(cfg: Config) -> Check:
     path = cfg.repo.path
-    status, out = _run(["git", "-C", str(path), "remote", "get-url", cfg.repo.remote])
-    if status == 0:
-        return Check("repository", True, f"{path} (remote {cfg.repo.remote}: {out})")
-    return Check("repository", False, f"{path}: {out.splitlines()[-1] if out else 'not usable'}",
+    try:
+        url = git(path, "remote", "get-url", cfg.repo.remote)
+        return Check("repository", True, f"{path} (remote {cfg.repo.remote}: {url})")
+    except (GitError, OSError) as exc:
+        why = str(exc)
+    return Check("repository", False, f"{path}: {why}",
                  f"set [repo] path to a git clone that has the remote `{cfg.repo.remote}`, in {cfg.file}")
 
 
