@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -16,6 +18,7 @@ from shared import tasks
 from shared.fsio import pending
 from shared.outbox import queue_comment
 from shared.program import read_cycles
+from tests.agents import proc_signals, wait_cycles, wait_for
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -26,19 +29,22 @@ def start(cfg) -> subprocess.Popen:
         cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+def started(cfg) -> subprocess.Popen:
+    """The fetcher, once up: its heartbeat is written after its signal handlers are in place
+    and before its first cycle."""
+    cfg.heartbeat("fetcher").unlink(missing_ok=True)
+    proc = start(cfg)
+    wait_for(lambda: cfg.heartbeat("fetcher").exists() or proc.poll() is not None,
+             what="the fetcher to start")
+    return proc
 
 
-def stop(proc: subprocess.Popen, signals: int = 1) -> str:
-    """Send SIGTERM ``signals`` times; returns the program's output once it has exited."""
-    for n in range(signals):
-        if n:
-            time.sleep(0.5)  # two signals at once would be handled as one
-        proc.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen, *signals: int) -> str:
+    """Send ``signals`` (SIGTERM by default); returns the program's output once it has
+    exited. Two stop signals must be two different ones: the same signal sent twice in a
+    row may arrive as one (a signal already pending is not queued again)."""
+    for signum in signals or (signal.SIGTERM,):
+        proc.send_signal(signum)
     try:
         out, _ = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -46,6 +52,30 @@ def stop(proc: subprocess.Popen, signals: int = 1) -> str:
         proc.wait()
         raise
     return out
+
+
+@contextmanager
+def answers_held(fake_github):
+    """Hold every answer of the fake GitHub until the block ends (a call hangs as long as a
+    test needs it to); yields an Event that is set once a call is being held."""
+    held, released = threading.Event(), threading.Event()
+
+    def hold(entry):
+        held.set()
+        released.wait(timeout=120)
+    fake_github.on_request = hold
+    try:
+        yield held
+    finally:
+        fake_github.on_request = None
+        released.set()
+
+
+def running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def gh_children(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -64,34 +94,42 @@ def test_a_first_sigterm_is_warm_the_call_in_flight_completes(cfg, fake_github):
         wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
                  what="the issue to reach tasks.md")
         assert cfg.heartbeat("fetcher").exists()
-        fake_github.slow_next(1, seconds=2)  # SIGTERM while a gh call hangs
-        fake_github.reset_log()
-        wait_for(lambda: fake_github.count() >= 1, what="the next poll")
-        gh = gh_children(proc)
+        with answers_held(fake_github) as held:  # SIGTERM while a gh call hangs
+            wait_for(held.is_set, what="the next poll")
+            gh = wait_for(lambda: gh_children(proc), what="its gh call")
+            proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: signal.SIGTERM not in proc_signals(proc.pid, "ShdPnd"),
+                     what="the signal to reach the fetcher")
+            assert all(running(p) for p in gh)  # the call is not cut short...
+        out, _ = proc.communicate(timeout=30)
     finally:
-        out = stop(proc)
-    assert proc.returncode == 0, out
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out  # ...it completes, then the fetcher stops
     assert "fetcher INFO stopped\n" in out and "cycle failed" not in out
-    assert gh and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in gh)
+    assert not any(running(p) for p in gh)
     assert "github_api_error" not in "".join(p.read_text() for p in pending(cfg.events_dir))
 
 
-def test_a_second_sigterm_is_cold_and_kills_the_call_in_flight(cfg, fake_github):
+def test_a_second_stop_signal_is_cold_and_kills_the_call_in_flight(cfg, fake_github):
     fake_github.add_issue("from the process")
     proc = start(cfg)
     try:
         wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
                  what="the issue to reach tasks.md")
-        fake_github.slow_next(1, seconds=60)
-        fake_github.reset_log()
-        wait_for(lambda: fake_github.count() >= 1 and gh_children(proc), what="a hanging call")
-        gh = gh_children(proc)
+        with answers_held(fake_github) as held:  # held for longer than stop() waits
+            wait_for(held.is_set, what="the next poll")
+            gh = wait_for(lambda: gh_children(proc), what="its gh call")
+            out = stop(proc, signal.SIGTERM, signal.SIGINT)
     finally:
-        out = stop(proc, signals=2)
-    assert proc.returncode == 128 + signal.SIGTERM, out
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT), out
     assert "stopped (cold)" in out
     psutil.wait_procs(gh, timeout=10)
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in gh)
+    assert not any(running(p) for p in gh)
 
 
 def test_killed_right_after_posting_a_comment_posts_it_once(cfg, fake_github):
@@ -116,7 +154,7 @@ def test_killed_right_after_posting_a_comment_posts_it_once(cfg, fake_github):
     try:
         wait_for(lambda: not list((cfg.outbox_dir / "cur").iterdir())
                  and not pending(cfg.outbox_dir), what="the outbox to drain")
-        time.sleep(0.5)  # a few more polls: nothing may be posted again
+        wait_cycles(cfg, "fetcher", 2)  # and its polls after that: nothing is posted again
     finally:
         stop(again)
     assert len(fake_github.issue_comments(1)) == 1
@@ -129,8 +167,8 @@ def test_killed_at_any_instant_loses_and_duplicates_nothing(cfg, fake_github):
         fake_github.add_issue(f"issue {n}", labels=["agent", "priority:P1"])
     for n in range(5):
         queue_comment(cfg, 1, "gh-1", f"key-{n}", f"comment {n}")
-    for delay in (0.05, 0.15, 0.3, 0.45, 0.6):
-        proc = start(cfg)
+    for delay in (0.0, 0.05, 0.15, 0.3, 0.45):  # into its work, not into its start
+        proc = started(cfg)
         time.sleep(delay)
         proc.kill()
         proc.wait()

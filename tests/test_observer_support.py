@@ -23,7 +23,7 @@ from shared.records import read_record
 from shared.clock import stamp
 from shared.tasks import ACTIVE, PENDING, edit_tasks, make_marker, read_board
 from shared.worktree import ensure_worktree
-from tests.agents import wait_for
+from tests.agents import proc_signals, wait_for
 
 
 class ServiceProcess:
@@ -79,20 +79,11 @@ class LaunchedWorker:
         for kid in kids:
             try:
                 if "fake_agent.py" in " ".join(kid.cmdline()) and \
-                        wanted[0] <= _signals(kid.pid, wanted[1]):
+                        wanted[0] <= proc_signals(kid.pid, wanted[1]):
                     return kid
             except (psutil.NoSuchProcess, FileNotFoundError):
                 continue
         return None
-
-
-def _signals(pid: int, field: str) -> set[int]:
-    """The signals in ``field`` (SigCgt, SigIgn…) of /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            mask = int(line.split(":", 1)[1], 16)
-            return {n for n in range(1, 65) if mask & (1 << (n - 1))}
-    return set()
 
 
 def add_task(cfg: Config, title: str) -> str:

@@ -73,6 +73,16 @@ def wait_cycles(cfg: Config, program: str, cycles: int = 2,
     return wait_for(reached, what=f"{cycles} cycles of the {program}", **kwargs)
 
 
+def proc_signals(pid: int, field: str) -> set[int]:
+    """The signals in ``field`` of /proc/<pid>/status: SigCgt (caught), SigIgn (ignored),
+    ShdPnd (sent to the process and not yet delivered)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            mask = int(line.split(":", 1)[1], 16)
+            return {n for n in range(1, 65) if mask & (1 << (n - 1))}
+    return set()
+
+
 def survivors(pid_dir: Path) -> list[int]:
     """Pids noted by fake agents (``$FAKE_AGENT_PIDS``) that still exist, zombies included."""
     alive = []
