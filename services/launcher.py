@@ -45,7 +45,8 @@ from shared.retry import Retry, backoff_seconds, parse_retry, retry_value
 from shared.tasks import ACTIVE, BLOCKED, FAILED, PENDING, STOPPED, Board, Task, edit_tasks, \
     make_marker, read_board
 
-RESCAN = 5.0  # seconds between rescans when nothing wakes the launcher
+RESCAN = 60.0  # seconds between rescans when nothing wakes it and no retry comes due
+LOW_MEMORY_RESCAN = 5.0  # memory coming back wakes nothing: look again this often
 PAUSE_AFTER = 3  # the same launch failure this many times in a row pauses launching
 CLEAN_EVERY = 600.0  # seconds between stale-tree cleanups while health is degraded
 FETCH_EVERY = 60.0  # seconds between fetches of the base branch before new branches
@@ -117,6 +118,7 @@ class Launcher:
         self.last_clean = -CLEAN_EVERY
         self.last_fetch = -FETCH_EVERY
         self.memory_low = False
+        self.next_retry: datetime | None = None  # the earliest Retry time of a waiting task
 
     # --- wiring ---
     def start(self) -> None:
@@ -150,12 +152,24 @@ class Launcher:
             board = edit_tasks(self.cfg, _same_board)  # a typed line gets its t-N id
         alive = self.alive_tasks()
         slots = self.cfg.launcher.max_workers - len(alive)
-        due = [t for t in board.launch_order() if t.id and t.id not in alive and self.is_due(t)]
+        now = datetime.now().astimezone()
+        waiting = [(t, self.retry_of(t)) for t in board.launch_order() if t.id and t.id not in alive]
+        due = [t for t, retry in waiting if retry is None or retry.not_before <= now]
+        self.next_retry = min((r.not_before for _, r in waiting if r and r.not_before > now),
+                              default=None)
         while slots > 0 and due and self.may_launch():
             if self.launch(due.pop(0)):
                 slots -= 1
         if due and self.may_launch():  # tasks wait for a slot: get ready for the next one
             self.prepare(due[: self.cfg.launcher.max_workers])
+
+    def seconds_until_due(self) -> float:
+        """How long the loop may sleep: until the next retry comes due, or the next look at
+        free memory while it is low (everything else wakes the loop)."""
+        wait = RESCAN
+        if self.next_retry is not None:
+            wait = (self.next_retry - datetime.now().astimezone()).total_seconds()
+        return min(wait, LOW_MEMORY_RESCAN) if self.memory_low else min(wait, RESCAN)
 
     def may_launch(self) -> bool:
         """Not stopping, not paused (a failed launch may just have paused), memory to spare."""
@@ -174,10 +188,6 @@ class Launcher:
         """Tasks whose worker is alive: a held liveness lock, or a child not yet reaped."""
         children = {task for task, proc in self.children.items() if proc.returncode is None}
         return children | runs.live_tasks(self.cfg)
-
-    def is_due(self, task: Task) -> bool:
-        retry = self.retry_of(task)
-        return retry is None or retry.not_before <= datetime.now().astimezone()
 
     def retry_of(self, task: Task) -> Retry | None:
         value = task.detail("Retry")
@@ -396,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     with Program.from_argv("launcher", argv) as prog:
         launcher = Launcher(prog)
         launcher.start()
-        prog.run(launcher.cycle, interval=RESCAN)
+        prog.run(launcher.cycle, interval=launcher.seconds_until_due)
     return 0
 
 

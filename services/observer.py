@@ -38,7 +38,7 @@ from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, 
                           edit_tasks, issue_number, make_marker, read_board, transact)
 from shared.worktree import remove_worktree
 
-RESCAN_EVERY = 15.0  # seconds between rescans when no event arrives (events are hints)
+RESCAN_EVERY = 60.0  # seconds between rescans when no event arrives (events are hints)
 STOP_FILE, BLOCKED_FILE = treefiles.STOP, treefiles.BLOCKED
 COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in a comment
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from datetime import datetime, timedelta
 
 import psutil
@@ -103,6 +104,13 @@ def setup(sandbox, pids, behaviour="commit", *args, max_workers=2, **worker):
     return sandbox.write_config(launcher={"max_workers": max_workers, "min_free_memory_mb": 0})
 
 
+def nudge(cfg):
+    """Wake the launcher (it sleeps up to a minute when nothing happens): metrics.json,
+    which it watches, rewritten as it was."""
+    path = cfg.paths.metrics
+    path.write_text(path.read_text() if path.exists() else "{}")
+
+
 def finished(cfg, *tasks):
     return all((r := runs.read_run(cfg, t)) and r.meta.get("outcome") for t in tasks)
 
@@ -179,7 +187,7 @@ def test_pause_holds_and_sigusr1_toggles_it(sandbox, pids, launchers):
     pause(cfg, "cli", "testing")
     launcher = launchers.start(cfg)
     wait_for(lambda: cfg.heartbeat("launcher").exists(), what="the launcher to start")
-    wait_cycles(cfg, "launcher", 3)
+    wait_cycles(cfg, "launcher", 3, nudge=partial(nudge, cfg))
     assert runs.read_run(cfg, "t-1") is None and not events_of(cfg, "worker_launched")
 
     launcher.send_signal(signal.SIGUSR1)
@@ -203,7 +211,7 @@ def test_a_failing_launch_backs_off_and_the_same_failure_pauses(sandbox, pids, l
     wait_for(lambda: read_pause(cfg), what="the launcher to pause itself")
     reason = read_pause(cfg)["reason"]
     assert reason.startswith("auto: launching failed 3 times in a row: agent command not found")
-    wait_cycles(cfg, "launcher", 2)  # paused: no further attempt
+    wait_cycles(cfg, "launcher", 2, nudge=partial(nudge, cfg))  # paused: no further attempt
     failures = events_of(cfg, "launch_failed")
     assert [e["task"] for e in failures] == ["t-1", "t-2", "t-3"]
     board = read_board(cfg.tasks_file)
@@ -226,7 +234,7 @@ def test_a_dirty_tree_on_another_branch_fails_once_and_keeps_its_work(sandbox, p
     launchers.start(cfg)
     wait_for(lambda: finished(cfg, "t-2"), what="t-2")
     wait_for(lambda: events_of(cfg, "launch_failed"), what="the failed launch of t-1")
-    wait_cycles(cfg, "launcher", 2)
+    wait_cycles(cfg, "launcher", 2, nudge=partial(nudge, cfg))
     assert [e["task"] for e in events_of(cfg, "launch_failed")] == ["t-1"]
     assert [e["task"] for e in events_of(cfg, "worktree_error")] == ["t-1"]
     assert (tree / "notes.txt").read_text() == "a person's work\n"
