@@ -9,8 +9,8 @@ Directives, each on a line of an issue's body (the prompt quotes the body)::
 
 Each run is recorded in ``$E2E_DIR/runs/<task>.<pid>.json`` (the task is the name of the
 working directory, the task's tree): behaviour, started, then ended and exit when it ends,
-with wall-clock times, so a test can count the runs of a task and a benchmark can subtract
-the agent's own time. Standalone on purpose: it imports nothing of tac8 or the tests, so its
+with wall-clock times and the CPU seconds it used, so a test can count the runs of a task and
+a benchmark can subtract the agent's own time and CPU. Standalone on purpose: it imports nothing of tac8 or the tests, so its
 start-up costs what a small agent's does.
 
 The worker signals the agent's process group; fake_agent.py is in that group and handles
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -75,7 +76,9 @@ def main() -> int:
     child.stdin.close()
     code = child.wait()
     exit_code = code if code >= 0 else 128 - code
-    run.update(ended=time.time(), exit=exit_code)
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    run.update(ended=time.time(), exit=exit_code,
+               cpu=sum(u.ru_utime + u.ru_stime for u in used))
     _record(path, run)
     return exit_code
 
