@@ -21,21 +21,21 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from shared import runs, treefiles
-from shared.clock import now_iso, parse_iso, parse_stamp, stamp
+from shared.clock import now_iso, parse_iso, stamp
 from shared.config import Config
 from shared.events import emit, run_key
 from shared.outbox import queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
 from shared.retry import next_retry, retry_value
-from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board, Line,
-                          edit_tasks, issue_number, make_marker, read_board, transact)
+from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board,
+                          archive_earlier_days, edit_tasks, issue_number, make_marker, read_board)
 from shared.worktree import remove_worktree
 
 RESCAN_EVERY = 60.0  # seconds between rescans when no event arrives (events are hints)
@@ -212,7 +212,9 @@ class TaskObserver:
             moved = edit_tasks(self.cfg, partial(apply_moves, moves))
             if moved:
                 self.log.info("moved out of Active: %s", ", ".join(moved))
-        self.rollover(board)
+        archived = archive_earlier_days(self.cfg, board)
+        if archived:
+            self.log.info("archived %d completion(s) from earlier days", archived)
 
     def current(self, task: str) -> dict[str, Any]:
         record = runs.read_run(self.cfg, task)
@@ -494,45 +496,6 @@ class TaskObserver:
             return f"removal failed: {exc}"
 
     # --- day rollover ---
-    def rollover(self, board: Board) -> None:
-        today = date.today()
-        due: dict[date, list] = {}
-        for task in board.tasks(COMPLETED):
-            value = task.detail("Completed") or ""
-            if not task.id or value[:10] >= today.isoformat():
-                continue  # today's (a string compare: this runs on every rescan)
-            when = parse_stamp(value)
-            if when is not None and when.date() < today:
-                due.setdefault(when.date(), []).append(task)
-        if not due:
-            return
-        for day, tasks in sorted(due.items()):
-            transact(self.cfg.archive_dir / f"{day.isoformat()}.md",
-                     partial(archive_into, day, tasks),
-                     lock_path=self.cfg.locks_dir / "archive.lock")
-        done = {(t.id, t.detail("Completed")) for tasks in due.values() for t in tasks}
-        edit_tasks(self.cfg, partial(drop_archived, done))
-        self.log.info("archived %d completion(s) from earlier days", len(done))
-
-
-def archive_into(day: date, tasks: list, board: Board) -> None:
-    """Pure change for an archive file: add the completions it does not hold yet."""
-    if not board.items:
-        board.items = [Line(f"# Tasks completed on {day.isoformat()}", "\n"), Line("", "\n")]
-    present = {(t.id, t.detail("Completed")) for t in board.tasks()}
-    for task in tasks:
-        if (task.id, task.detail("Completed")) in present:
-            continue
-        copy = board.add(task.title, task_id=task.id, priority=task.priority,
-                         section=COMPLETED, details=task.details)
-        copy.marker = task.marker
-
-
-def drop_archived(done: set, board: Board) -> None:
-    """Pure change for tasks.md: remove the Completed Today entries now in the archive."""
-    for task in board.tasks(COMPLETED):
-        if (task.id, task.detail("Completed")) in done:
-            board.remove(task)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from shared.clock import parse_stamp
 from shared.errors import LockError
 from shared.fsio import publish_file, stage_file
 from shared.locks import file_lock
@@ -431,3 +434,48 @@ def transact(path: Path, change: Callable[[Board], T], *, lock_path: Path,
 def edit_tasks(cfg, change: Callable[[Board], T]) -> T:
     """``transact`` on the configured tasks.md, its lock and archive."""
     return transact(cfg.tasks_file, change, lock_path=cfg.tasks_lock, archive_dir=cfg.archive_dir)
+
+
+# --- the day rollover --------------------------------------------------------------------
+
+def archive_earlier_days(cfg, board: Board, today: date | None = None) -> int:
+    """Move Completed Today entries of earlier days (their ``- Completed:`` date) into
+    ``state/archive/<date>.md`` (tasks.md format); returns how many moved. Written to the
+    archive first (skipped if already there), then removed from tasks.md, so a crash in
+    between duplicates nothing."""
+    today = today or date.today()
+    due: dict[date, list[Task]] = {}
+    for task in board.tasks(COMPLETED):
+        value = task.detail("Completed") or ""
+        if not task.id or value[:10] >= today.isoformat():
+            continue  # today's (a string compare: this runs on every rescan)
+        when = parse_stamp(value)
+        if when is not None and when.date() < today:
+            due.setdefault(when.date(), []).append(task)
+    for day, tasks in sorted(due.items()):
+        transact(cfg.archive_dir / f"{day.isoformat()}.md", partial(archive_into, day, tasks),
+                 lock_path=cfg.locks_dir / "archive.lock")
+    done = {(t.id, t.detail("Completed")) for tasks in due.values() for t in tasks}
+    if done:
+        edit_tasks(cfg, partial(drop_archived, done))
+    return len(done)
+
+
+def archive_into(day: date, tasks: list[Task], board: Board) -> None:
+    """Pure change for an archive file: add the completions it does not hold yet."""
+    if not board.items:
+        board.items = [Line(f"# Tasks completed on {day.isoformat()}", "\n"), Line("", "\n")]
+    present = {(t.id, t.detail("Completed")) for t in board.tasks()}
+    for task in tasks:
+        if (task.id, task.detail("Completed")) in present:
+            continue
+        copy = board.add(task.title, task_id=task.id, priority=task.priority,
+                         section=COMPLETED, details=task.details)
+        copy.marker = task.marker
+
+
+def drop_archived(done: set, board: Board) -> None:
+    """Pure change for tasks.md: remove the Completed Today entries now in the archive."""
+    for task in board.tasks(COMPLETED):
+        if (task.id, task.detail("Completed")) in done:
+            board.remove(task)

@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta
 from watchdog.events import (FileAttribEvent, FileClosedNoWriteEvent, FileCreatedEvent,
                              FileMovedEvent, FileOpenedEvent)
 
-from services.observer import (Move, _about, _not_a_read, apply_moves, archive_into,
-                               drop_archived)
+from services.observer import Move, _about, _not_a_read, apply_moves
+from shared.tasks import archive_into, drop_archived
 from shared.clock import stamp
 from shared.retry import backoff_seconds, next_retry, parse_retry, retry_value
 from shared.tasks import ACTIVE, COMPLETED, PENDING, STOPPED, parse
