@@ -29,15 +29,14 @@ from typing import Any, Callable
 
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
-from shared import tasks
+from shared import outbox, tasks
 from shared.clock import iso_at, now_iso
 from shared.events import emit
-from shared.fsio import atomic_write, fsync_dir, pending, sweep_tmp
+from shared.fsio import atomic_write, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
                            Unavailable)
-from shared.outbox import ISSUE_COMMENT, comment_marker, marker_key
 from shared.program import Program
-from shared.records import Record, RecordError, parse_record, read_record, render_record
+from shared.records import Record, RecordError, read_record, render_record
 from shared.runs import write_pr_marker
 
 log = logging.getLogger("fetcher")
@@ -384,21 +383,20 @@ class Fetcher:
         items go out at once. Each failure counts against its item (``SEND_ATTEMPTS``, then
         ``bad/``); the outbox emits one ``github_api_error`` when it starts failing, not one
         per attempt (that would make health critical and pause launching over a comment)."""
-        outbox = self.cfg.outbox_dir
         retrying = time.monotonic() >= self.outbox_retry_at
         if self.outbox_blocked and not retrying:
             return
-        claimed = pending(outbox, "cur")
+        claimed = outbox.claimed(self.cfg)
         self._forget_attempts_of_gone({p.name for p in claimed})
         suspects = {p.name for p in claimed}
         failure: GitHubError | None = None
-        for item in claimed + pending(outbox):
+        for item in claimed + outbox.waiting(self.cfg):
             if self.stopped():
                 return
             if item.name in self.memory.attempts and not retrying:
                 continue  # failed before: waits for the retry time
-            if item.parent.name == "new":
-                item = self.claim(item)
+            if item.name not in suspects:
+                item = outbox.claim(self.cfg, item)
             try:
                 self.send_item(item, maybe_sent=item.name in suspects)
             except RateLimited:
@@ -410,16 +408,6 @@ class Fetcher:
                 if fails_every_call(exc):
                     break
         self.end_pass(failure)
-
-    def claim(self, item: Path) -> Path:
-        """Move an item from ``new/`` to ``cur/`` before its send: an item found in ``cur/``
-        after a crash may have been sent, so it is looked for on the issue first."""
-        cur = self.cfg.outbox_dir / "cur"
-        cur.mkdir(parents=True, exist_ok=True)
-        claimed = cur / item.name
-        os.replace(item, claimed)
-        fsync_dir(cur)
-        return claimed
 
     def _forget_attempts_of_gone(self, present: set[str]) -> None:
         """Drop the failure counts of items no longer in ``cur/`` (a person moved them)."""
@@ -461,24 +449,20 @@ class Fetcher:
         ``GitHubError`` of a send that may work later, counted against the item (unless
         it is a rate limit or SIGTERM cut the call short)."""
         try:
-            record = parse_record(item.read_text(encoding="utf-8"), str(item))
-            meta = record.meta
-            if meta.get("kind") != ISSUE_COMMENT:
-                raise ValueError(f"unknown kind {meta.get('kind')!r}")
-            issue = int(meta["issue"])
-            key = marker_key(meta.get("key") or item.name)
-        except (RecordError, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            sending = outbox.read_item(item)
+        except outbox.MalformedItem as exc:
             return self.set_aside(item, f"malformed: {exc}")
+        issue, key = sending.issue, sending.key
         if key in self.memory.sent:
             item.unlink()
             return
-        marker = comment_marker(key)
+        marker = outbox.comment_marker(key)
         try:
             if maybe_sent and any(marker in (c.get("body") or "")
                                   for c in self.gh.list_comments(issue)):
                 log.info("outbox %s: already on issue #%d", key, issue)
             else:
-                body = record.body[:POSTED_BODY_LIMIT].rstrip("\n")
+                body = sending.body[:POSTED_BODY_LIMIT].rstrip("\n")
                 self.gh.post_comment(issue, f"{body}\n\n{marker}\n")
                 log.info("outbox %s: comment posted on issue #%d", key, issue)
         except (NotFound, Rejected) as exc:
@@ -492,7 +476,7 @@ class Fetcher:
         self.memory.remember_sent(key)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()
-        emit(self.cfg.events_dir, "comment_sent", task=meta.get("task"), issue=issue,
+        emit(self.cfg.events_dir, "comment_sent", task=sending.task, issue=issue,
              comment=key, key=f"{key}/sent")  # its own key: the comment's is the observer's event's
         item.unlink()
 
@@ -500,10 +484,7 @@ class Fetcher:
                   key: str | None = None) -> None:
         """Move an item that will not be sent to ``outbox/bad/``."""
         log.error("outbox item %s set aside in bad/: %s", item.name, why)
-        bad = self.cfg.outbox_dir / "bad"
-        bad.mkdir(parents=True, exist_ok=True)
-        os.replace(item, bad / item.name)
-        fsync_dir(bad)
+        outbox.set_aside(self.cfg, item)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()
         emit(self.cfg.events_dir, "comment_set_aside", item=item.name, issue=issue, comment=key,

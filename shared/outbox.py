@@ -5,18 +5,36 @@ issue_comment``, ``issue``, ``task``, ``key``, and the comment's Markdown as bod
 makes it idempotent: one comment per key, ever. A sent comment ends with
 ``comment_marker(key)``, an HTML comment that GitHub does not render, so after a crash the
 fetcher can recognise a send among the issue's comments.
+
+The consumer's side is here too: ``read_item`` (the one parser of an item), ``claim``
+(``new/`` → ``cur/`` before a send: an item found in ``cur/`` may have been sent) and
+``set_aside`` (→ ``bad/``, for a person to look at).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from shared.fsio import publish
-from shared.records import render_record
+from shared.fsio import fsync_dir, pending, publish
+from shared.records import RecordError, parse_record, render_record
 
 ISSUE_COMMENT = "issue_comment"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9._:/@+=-]{1,200}")
+
+
+@dataclass(frozen=True)
+class Item:
+    issue: int
+    task: str | None
+    key: str  # as it appears in the comment's marker (``marker_key``)
+    body: str
+
+
+class MalformedItem(ValueError):
+    """An outbox file that is not an item this version can send."""
 
 
 def queue_comment(cfg, issue: int, task: str, key: str, body: str) -> Path:
@@ -37,3 +55,45 @@ def marker_key(key: str) -> str:
 
 def comment_marker(key: str) -> str:
     return f"<!-- tac8:{marker_key(key)} -->"
+
+
+def read_item(path: Path) -> Item:
+    """The item in ``path``; ``MalformedItem`` if it is not one (``FileNotFoundError`` if
+    it is gone)."""
+    try:
+        record = parse_record(path.read_text(encoding="utf-8"), str(path))
+        meta = record.meta
+        if meta.get("kind") != ISSUE_COMMENT:
+            raise ValueError(f"unknown kind {meta.get('kind')!r}")
+        return Item(int(meta["issue"]), meta.get("task"), marker_key(meta.get("key") or path.name),
+                    record.body)
+    except (RecordError, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+        raise MalformedItem(str(exc)) from None
+
+
+def claimed(cfg) -> list[Path]:
+    """Items claimed for a send (``cur/``), oldest first: each may have been sent."""
+    return pending(cfg.outbox_dir, "cur")
+
+
+def waiting(cfg) -> list[Path]:
+    """Items not claimed yet (``new/``), oldest first."""
+    return pending(cfg.outbox_dir)
+
+
+def claim(cfg, item: Path) -> Path:
+    """Move ``item`` from ``new/`` to ``cur/`` (durably) before it is sent."""
+    return _move(item, cfg.outbox_dir / "cur")
+
+
+def set_aside(cfg, item: Path) -> Path:
+    """Move ``item`` to ``bad/``: it will not be sent."""
+    return _move(item, cfg.outbox_dir / "bad")
+
+
+def _move(item: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / item.name
+    os.replace(item, target)
+    fsync_dir(folder)
+    return target
