@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -301,14 +300,12 @@ def test_a_worker_killed_before_recording_its_outcome_is_counted_once(
     assert metrics.tally.outcomes == {"failed": 1}
 
 
-def test_stop_now_file_ends_an_agent_that_ignores_signals_within_seconds(sandbox, pids):
-    cfg = prepare(sandbox, pids, "stubborn", stop_grace=60)
+def test_stop_now_file_ends_an_agent_that_ignores_signals_with_the_short_grace(sandbox, pids):
+    cfg = prepare(sandbox, pids, "stubborn", stop_grace=3600, stall_timeout=3600)
     worker = start_worker(cfg)
     wait_for(lambda: "I will not stop" in _read(cfg.agent_log(TASK)), what="the agent to start")
-    began = time.monotonic()
     (cfg.tree(TASK) / "STOP").write_text("now\n")  # as `tac8 stop --now`; nobody signals
-    worker.communicate(timeout=30)
-    assert time.monotonic() - began < 15  # 1 s grace per step, not stop_grace's 60 s
+    worker.communicate(timeout=60)  # liveness only: stop_grace's escalation takes 2 hours
     meta = runs.read_run(cfg, TASK).meta
     assert meta["outcome"] == "stopped" and meta["exit_code"] == -signal.SIGKILL
     assert "STOP" not in git(cfg.tree(TASK), "ls-files")
