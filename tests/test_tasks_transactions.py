@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from shared import tasks
 from shared.locks import LockTimeout
 from shared.tasks import ACTIVE, PENDING, parse, read_board, transact
+from tests.agents import wait_for
 
 QUEUE = "# Tasks\n\n## Active\n\n## Pending\n[] t-1: seed task\n"
 
@@ -115,8 +115,10 @@ def test_sigkill_during_writes_leaves_a_whole_file(tmp_path):
     path = tmp_path / "tasks.md"
     path.write_text("version 0\n" * 20000)
     for _ in range(5):
+        before = path.read_text().split("\n", 1)[0]
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
-        time.sleep(0.3)
+        # killed while it writes: after it has replaced the file at least once
+        wait_for(lambda: path.read_text().split("\n", 1)[0] != before, what="a first write")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         lines = path.read_text().splitlines()
