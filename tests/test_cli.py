@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 
 from services.cli.doctor import supervisor_socket
+from services.cli import logs
 from services.cli.logs import readable
 from services.metrics import Metrics
 from shared.config import CHECKOUT
 from shared.events import emit
 from shared.pause import read_pause
-from shared.records import write_record
+from shared.records import read_record, write_record
 from shared.tasks import COMPLETED, edit_tasks
+from tests.agents import wait_for
 from tests.sandbox import git
 
 TAC8 = Path(sys.executable).parent / "tac8"  # the console script pyproject.toml declares
@@ -146,11 +148,13 @@ def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_
     assert "rate limit left 4987" in out
     assert "active 1 · pending 2 · blocked 0 · stopped 0 · failed 1 · completed today 0" in out
     assert "gh-9: Add docstrings {p0}" in out and "t-1: Tidy the README {p2}" in out
-    assert "gh-5  w-ee4608  attempt 1  running  5m 0" in out
+    runtime = re.search(rf"gh-5  w-ee4608  attempt 1  running  ({DURATION})\n", out)
+    assert runtime and 300 <= _seconds(runtime[1]) <= _age(installed), out  # started 5 min ago
     assert "› Running the test suite now" in out
     assert "fetcher   NOT RUNNING     heartbeat never (stale)" in out
     assert "paused: no" in out
-    assert re.search(r"observer  running \d+s +heartbeat \ds ago\n", out), out
+    beat = re.search(rf"observer  running {DURATION} +heartbeat ({DURATION}) ago\n", out)
+    assert beat and _seconds(beat[1]) <= time.time() - cfg.heartbeat("observer").stat().st_mtime
     events = out.split("Last events")[1].strip().splitlines()
     assert len(events) == 5
     assert "rate_limit" in events[0] and "remaining=4987" in events[0]
@@ -159,9 +163,24 @@ def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_
     data = json.loads(tac8("status", "--json").stdout)
     assert data["metrics"]["workers_launched"] == 3
     assert data["workers"][0]["task"] == "gh-5" and data["workers"][0]["alive"] is True
-    assert 290 < data["workers"][0]["runtime_seconds"] < 400
+    assert 300 <= data["workers"][0]["runtime_seconds"] <= _age(installed)
     assert [t["id"] for t in data["queue"]["Pending"]] == ["t-1", "gh-9"]
     assert data["paused"] is None
+
+
+DURATION = r"(?:\d+[dhm] )?\d+[hms]"  # as `tac8 status` shows one: 42s, 5m 03s, 2h 05m
+
+
+def _seconds(duration: str) -> int:
+    """A duration as shown (truncated), in seconds: "5m 03s" is 303."""
+    unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(int(part[:-1]) * unit[part[-1]] for part in duration.split())
+
+
+def _age(installed) -> float:
+    """Seconds since gh-5's run started, by its record: the most its runtime can show now."""
+    started = read_record(installed.cfg.run_record("gh-5")).meta["started"]
+    return (datetime.now().astimezone() - datetime.fromisoformat(str(started))).total_seconds()
 
 
 def test_status_without_metrics_or_tasks_still_answers(sandbox):
@@ -173,15 +192,17 @@ def test_status_without_metrics_or_tasks_still_answers(sandbox):
 def test_status_watch_redraws_in_place_until_interrupted(installed):
     proc = subprocess.Popen([str(TAC8), "status", "--watch", "--interval", "0.2"], cwd=CHECKOUT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    output = b""
-    deadline = time.monotonic() + 20
+    output = bytearray()
     os.set_blocking(proc.stdout.fileno(), False)
-    while output.count(b"\x1b[H\x1b[2J") < 3 and time.monotonic() < deadline:
-        output += proc.stdout.read() or b""
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+
+    def redrawn_three_times() -> bool:
+        output.extend(proc.stdout.read() or b"")
+        return output.count(b"\x1b[H\x1b[2J") >= 3
+    try:
+        wait_for(redrawn_three_times, what="three redraws")
+    finally:
+        proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
-    assert output.count(b"\x1b[H\x1b[2J") >= 3
     assert b"launched 3" in output and b"Traceback" not in proc.stderr.read()
 
 
@@ -271,27 +292,40 @@ def test_logs_follow_prints_new_lines_until_the_task_ends(installed, live_worker
     def shown():
         return out_file.read_text()
 
-    deadline = time.monotonic() + 15
-    while "Running the test suite now" not in shown() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "Running the test suite now" in shown()
-    # a line that arrives in two writes is printed once, whole
-    line = json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "Half and half"}]}})
-    live_worker.stdin.write(line[:20] + "\n")
+    wait_for(lambda: "Running the test suite now" in shown(), what="the log so far")
+    live_worker.stdin.write(_said("Written while it runs") + "<nl>\n" + json.dumps(RESULT) + "<nl>\n")
     live_worker.stdin.flush()
-    time.sleep(0.5)
-    live_worker.stdin.write(line[20:] + "<nl>\n" + json.dumps(RESULT) + "<nl>\n")
-    live_worker.stdin.flush()
-    deadline = time.monotonic() + 15
-    while "■ result" not in shown() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "Half and half\n" in shown() and "■ result: success" in shown()
-    assert follower.poll() is None  # the worker still runs
-    live_worker.stdin.close()
+    wait_for(lambda: "■ result: success" in shown(), what="the lines written since")
+    live_worker.stdin.close()  # the worker ends; the task is Active until the observer moves it
     live_worker.wait(timeout=10)
+    with open(cfg.agent_log("gh-5"), "a") as log:
+        log.write(_said("Written after the worker") + "\n")
+    wait_for(lambda: "Written after the worker" in shown(), what="a line after the worker ended")
     edit_tasks(cfg, lambda b: b.move(b.get("gh-5"), COMPLETED))  # what the observer does
     assert follower.wait(timeout=10) == 0
-    assert shown().count("Half and half") == 1 and "Traceback" not in follower.stderr.read()
+    assert shown().count("Written while it runs\n") == 1 and "Traceback" not in follower.stderr.read()
+
+
+def test_follow_prints_a_line_written_in_two_parts_once_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(logs, "FOLLOW_POLL", 0)
+    log = tmp_path / "gh-5.jsonl"
+    line = _said("Half and half")
+    log.write_text("before\n" + line[:20])
+    reads = []
+
+    def still_running() -> bool:  # asked before each read of the log
+        reads.append(len(reads))
+        if len(reads) == 2:  # the first read saw only the first part
+            with open(log, "a") as f:
+                f.write(line[20:] + "\n")
+        return len(reads) < 3
+    assert list(logs.follow(log, still_running)) == ["before", line]
+    assert len(reads) == 3
+
+
+def _said(text: str) -> str:
+    """A stream-json line: the assistant saying ``text``."""
+    return json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
 
 
 def _bin_with(tmp_path: Path, **programs: str) -> Path:
@@ -403,12 +437,10 @@ def test_doctor_passes_on_a_good_install_with_supervisord_running(installed, tmp
     supervisord = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def doctor_sees_metrics_running():
             result = tac8("doctor", env=env)
-            if "metrics RUNNING" in result.stdout:
-                break
-            time.sleep(0.2)
+            return result if "metrics RUNNING" in result.stdout else None
+        result = wait_for(doctor_sees_metrics_running, interval=0.2, what="supervisord's programs")
         assert result.returncode == 0, result.stdout
         assert _check_line(result.stdout, "supervisord").startswith("ok    supervisord  running: metrics RUNNING")
         assert _check_line(result.stdout, "agent").startswith("ok")
