@@ -458,8 +458,7 @@ class Fetcher:
             return
         marker = outbox.comment_marker(key)
         try:
-            if maybe_sent and any(marker in (c.get("body") or "")
-                                  for c in self.gh.list_comments(issue)):
+            if maybe_sent and self.posted_before(issue, marker):
                 log.info("outbox %s: already on issue #%d", key, issue)
             else:
                 body = sending.body[:POSTED_BODY_LIMIT].rstrip("\n")
@@ -479,6 +478,14 @@ class Fetcher:
         emit(self.cfg.events_dir, "comment_sent", task=sending.task, issue=issue,
              comment=key, key=f"{key}/sent")  # its own key: the comment's is the observer's event's
         item.unlink()
+
+    def posted_before(self, issue: int, marker: str) -> bool:
+        """Whether a comment on ``issue`` written by tac8's own login carries ``marker``
+        (anyone may write a marker: an agent's quoted text, a visitor)."""
+        ours = self.gh.login().lower()
+        return any(marker in (c.get("body") or "")
+                   and str((c.get("user") or {}).get("login") or "").lower() == ours
+                   for c in self.gh.list_comments(issue))
 
     def set_aside(self, item: Path, why: str, issue: int | None = None,
                   key: str | None = None) -> None:

@@ -36,6 +36,7 @@ from shared.records import Record, RecordError, read_record
 from shared.retry import next_retry, retry_value
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board,
                           archive_earlier_days, edit_tasks, issue_number, make_marker, read_board)
+from shared.text import code_block
 from shared.worktree import remove_worktree
 
 RESCAN_EVERY = 60.0  # seconds between rescans when no event arrives (events are hints)
@@ -105,11 +106,14 @@ def _error(meta: dict[str, Any]) -> str:
     return str(meta.get("error") or "exited without a PR")
 
 
-def _quote(text: str) -> str:
+def _agent_text(text: str) -> str:
+    """What an agent wrote (its question, an error quoting its output) as a comment shows it:
+    at most ``COMMENT_LIMIT`` characters, in a code block that mentions nobody and forges no
+    marker (``shared.text.code_block``)."""
     text = text.strip()
     if len(text) > COMMENT_LIMIT:
         text = text[:COMMENT_LIMIT].rstrip() + " …"
-    return "\n".join(f"> {line}" for line in text.splitlines()) or "> (empty)"
+    return code_block(text or "(empty)")
 
 
 # --- watch filters (reads never wake: our own probes would loop) --------------------------
@@ -397,7 +401,7 @@ class TaskObserver:
         return Plan(HELD, Move(task, worker, BLOCKED, make_marker(BLOCKED, worker),
                                (("Blocked", first),)),
                     ("task_blocked", {"question": first}),
-                    f"The agent is blocked and asks:\n\n{_quote(question or first)}\n\n"
+                    f"The agent is blocked and asks:\n\n{_agent_text(question or first)}\n\n"
                     "Answer by editing the issue description (or the task's title in "
                     "tasks.md): comments are not read. Then move the task back to Pending "
                     "in tasks.md; the next attempt reuses the worktree and is shown this "
@@ -429,7 +433,7 @@ class TaskObserver:
                                   (("Failed", f"{stamp(_ended(meta))} · attempt {attempts}"),
                                    ("Error", error))),
                     ("task_failed", {"error": error, "attempt": _attempt(meta)}),
-                    f"Failed on attempt {attempts} (worker {worker}):\n\n{_quote(error)}\n\n"
+                    f"Failed on attempt {attempts} (worker {worker}):\n\n{_agent_text(error)}\n\n"
                     "The worktree is kept for debugging.")
 
     def question(self, task: str) -> str:

@@ -198,6 +198,7 @@ class GitHub:
         self.gh = gh
         self.timeout = timeout
         self.rate: RateStatus | None = None  # from the X-RateLimit-* headers last seen
+        self._login: str | None = None
 
     @classmethod
     def from_config(cls, cfg, **kwargs: Any) -> "GitHub | None":
@@ -308,6 +309,15 @@ class GitHub:
                                {"per_page": PER_PAGE}).items
 
     # --- single objects ---
+    def login(self) -> str:
+        """The login of the token's user (``GET /user``), asked once per client."""
+        if self._login is None:
+            data = self.request("GET", "user").data
+            if not (isinstance(data, dict) and isinstance(data.get("login"), str)):
+                raise Unavailable("GET /user: an answer without a login")
+            self._login = data["login"]
+        return self._login
+
     def get_issue(self, number: int) -> dict:
         return self.request("GET", self._repo_path("issues", int(number))).data
 

@@ -4,7 +4,8 @@
 issue_comment``, ``issue``, ``task``, ``key``, and the comment's Markdown as body. The key
 makes it idempotent: one comment per key, ever. A sent comment ends with
 ``comment_marker(key)``, an HTML comment that GitHub does not render, so after a crash the
-fetcher can recognise a send among the issue's comments.
+fetcher can recognise a send among the issue's comments: only among those of tac8's own
+login, since anyone can write a marker.
 
 The consumer's side is here too: ``read_item`` (the one parser of an item), ``claim``
 (``new/`` → ``cur/`` before a send: an item found in ``cur/`` may have been sent) and

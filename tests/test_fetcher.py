@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from services.fetcher import Fetcher
-from shared import tasks
+from services.observer import TaskObserver
+from shared import runs, tasks
 from shared.fsio import pending
 from shared.github import GitHub
 from shared.outbox import comment_marker, queue_comment
 from shared.records import read_record, render_record
+from tests.test_launcher_handover import InProcess
 
 
 @pytest.fixture
@@ -253,20 +255,67 @@ def test_a_queued_comment_is_posted_once_with_its_key(cfg, fake_github):
     assert fake_github.count("POST") == 1
 
 
+def claim_as_before_a_crash(cfg, issue: int, key: str, body: str) -> None:
+    """An item in ``cur/``, as a fetcher that crashed while sending it left it."""
+    cur = cfg.outbox_dir / "cur"
+    cur.mkdir(parents=True, exist_ok=True)
+    meta = {"kind": "issue_comment", "issue": issue, "task": f"gh-{issue}", "key": key}
+    (cur / key).write_text(render_record(meta, body))
+
+
 def test_an_item_claimed_before_a_crash_is_checked_before_sending(cfg, fake_github):
     fake_github.add_issue("x")
-    cur = cfg.outbox_dir / "cur"
-    cur.mkdir(parents=True)
-    meta = {"kind": "issue_comment", "issue": 1, "task": "gh-1"}
-    (cur / "1.sent").write_text(render_record({**meta, "key": "k-sent"}, "hello"))
-    (cur / "2.unsent").write_text(render_record({**meta, "key": "k-unsent"}, "world"))
-    fake_github.add_comment(1, f"hello\n\n{comment_marker('k-sent')}\n")  # it got through
+    claim_as_before_a_crash(cfg, 1, "k-sent", "hello")
+    claim_as_before_a_crash(cfg, 1, "k-unsent", "world")
+    fake_github.add_comment(1, f"hello\n\n{comment_marker('k-sent')}\n",
+                            author=fake_github.login)  # it got through
 
     make_fetcher(cfg).send_outbox()
 
     bodies = [c["body"] for c in fake_github.issue_comments(1)]
     assert len(bodies) == 2 and bodies[1].startswith("world")
-    assert not list(cur.iterdir())
+    assert not list((cfg.outbox_dir / "cur").iterdir())
+
+
+def test_a_marker_only_counts_in_a_comment_by_tac8_s_own_login(cfg, fake_github):
+    fake_github.add_issue("x")
+    claim_as_before_a_crash(cfg, 1, "k-1", "the real one")
+    claim_as_before_a_crash(cfg, 1, "k-2", "the real two")
+    fake_github.add_comment(1, f"forged\n\n{comment_marker('k-1')}\n", author="mallory")
+    fake_github.add_comment(1, f"forged\n\n{comment_marker('k-2')}\n", author="mallory")
+
+    make_fetcher(cfg).send_outbox()
+
+    posted = [(c["user"]["login"], c["body"]) for c in fake_github.issue_comments(1)][2:]
+    assert posted == [(fake_github.login, f"the real {n}\n\n{comment_marker(key)}\n")
+                      for n, key in (("one", "k-1"), ("two", "k-2"))]
+    assert fake_github.count("GET", "/user") == 1  # learnt once, kept for the process
+
+
+def test_an_agent_s_question_is_posted_in_a_code_block_that_pings_and_forges_nothing(
+        cfg, fake_github):
+    """An agent's BLOCKED.md as the observer words it and the fetcher posts it: the text a
+    code block cannot close, no mention, no marker, not even in a comment of tac8's login
+    (the "already sent?" check would trust that one)."""
+    fake_github.add_issue("x")
+    question = ("Should I ask @octocat?\n```\nrm -rf /\n```\n"
+                f"{comment_marker('k-next')}\n\x1b]0;pwned\x07\x1b[2J done")
+    runs.question_file(cfg, "gh-1").parent.mkdir(parents=True, exist_ok=True)
+    runs.question_file(cfg, "gh-1").write_text(question)
+    plan = TaskObserver(InProcess(cfg)).plan("gh-1", {"worker_id": "w-1"}, "blocked")
+    queue_comment(cfg, 1, "gh-1", "k-blocked", plan.comment)
+    fetcher = make_fetcher(cfg)
+    fetcher.send_outbox()
+    claim_as_before_a_crash(cfg, 1, "k-next", "the next comment")  # its marker was "posted"
+
+    fetcher.send_outbox()
+
+    [blocked, following] = [c["body"] for c in fake_github.issue_comments(1)]
+    block = "````\nShould I ask @\u200boctocat?\n```\nrm -rf /\n```\n<\u200b!-- tac8:k-next -->\n done\n````"
+    assert f"asks:\n\n{block}\n\n" in blocked
+    assert "@octocat" not in blocked and blocked.count("<!--") == 1  # its own marker, last
+    assert blocked.endswith(f"{comment_marker('k-blocked')}\n")
+    assert following.startswith("the next comment")
 
 
 def test_unsendable_items_are_set_aside(cfg, fake_github):

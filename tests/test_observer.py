@@ -121,7 +121,7 @@ def test_blocked_run_moves_to_blocked_with_the_question_and_keeps_the_tree(
     assert section_of(cfg, "gh-460") == BLOCKED
     assert line.detail("Blocked") == "Which Python versions should CI cover?"
     [(meta, body)] = comments_for(cfg, "gh-460")
-    assert "> Which Python versions should CI cover?" in body
+    assert "\n```\nWhich Python versions should CI cover?\n```\n" in body  # a code block
     assert cfg.tree("gh-460").is_dir()  # kept; its question was set aside in state/runs
     assert [e["question"] for e in events(cfg, "task_blocked")] == [line.detail("Blocked")]
 
