@@ -282,6 +282,37 @@ def test_logs_renders_the_stream_json(installed):
     _one_line_error(tac8("logs", "gh-404"), 1, "no agent log for gh-404")
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # any but tab and newline
+HOSTILE = "\x1b[2J\x9b31m\x07"  # clear the screen, 8-bit CSI (red), bell
+
+
+def test_status_and_logs_print_no_control_characters_from_titles_or_agent_output(installed):
+    cfg = installed.cfg
+    (installed.root / "tasks.md").write_text(
+        QUEUE.replace("gh-5: Fix the flaky parser test", f"gh-5: Fix the{HOSTILE} parser"))
+    with open(cfg.agent_log("gh-5"), "a") as log:
+        log.write(_said(f"Clearing{HOSTILE} the screen") + "\n"
+                  + f"plain{HOSTILE} output\x1b]0;window title\x07 of another agent\n")
+    emit(cfg.events_dir, "task_added", task="gh-5", issue=5, title=f"Fix the{HOSTILE} parser")
+    metrics = Metrics(cfg)
+    metrics.fold_pending()
+    metrics.publish()
+
+    status = tac8("status")
+    logs = tac8("logs", "5")
+
+    assert status.returncode == logs.returncode == 0, (status.stderr, logs.stderr)
+    for out in (status.stdout, logs.stdout):
+        assert not CONTROL.search(out), repr(out)
+    assert "gh-5  w-ee4608" in status.stdout and "gh-5: Fix the parser {p1}" in status.stdout
+    assert "title=Fix the parser" in status.stdout  # the event's details
+    assert "› plain output of another agent" in status.stdout
+    assert logs.stdout.splitlines()[-2:] == ["Clearing the screen", "plain output of another agent"]
+    raw = tac8("status", "--json").stdout
+    assert not CONTROL.search(raw)
+    assert json.loads(raw)["queue"]["Active"][0]["title"] == f"Fix the{HOSTILE} parser"  # escaped
+
+
 def test_logs_follow_prints_new_lines_until_the_task_ends(installed, live_worker, tmp_path):
     cfg = installed.cfg
     out_file = tmp_path / "follow.out"

@@ -2,7 +2,7 @@
 ``--follow`` while the task runs. ``last_output`` gives ``tac8 status`` the latest line.
 
 Messages are parsed by ``shared.streamjson``; lines that are not stream-json (another
-agent's plain output) pass through unchanged.
+agent's plain output) pass through, like all text, without control characters.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from shared.config import load_config
 from shared.runs import worker_alive
 from shared.streamjson import parse
 from shared.tasks import ACTIVE
+from shared.text import printable
 
 LOG_TAIL_BYTES = 64 * 1024  # how much of a log `status` reads for the last output line
 FOLLOW_POLL = 0.25  # seconds between reads of a followed log
@@ -64,7 +65,12 @@ def _content(message: dict[str, Any]) -> list[str]:
 
 def readable(line: str) -> list[str]:
     """One line of the agent's output as the text lines a person reads (none for noise
-    such as stream events)."""
+    such as stream events), without control characters or escape sequences: the agent's
+    text never reaches the terminal raw."""
+    return [printable(text) for text in _lines(line)]
+
+
+def _lines(line: str) -> list[str]:
     message = parse(line)
     if message is None:
         return [line.rstrip("\n")] if line.strip() else []

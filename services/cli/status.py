@@ -2,7 +2,8 @@
 
 It reads ``metrics.json``, ``tasks.md``, ``state/runs/``, ``logs/<task>.jsonl``,
 ``state/PAUSE``, the heartbeats and the programs' single-instance locks; it writes nothing.
-``gather_status`` collects (``--json`` prints it as is), ``render_status`` lays it out.
+``gather_status`` collects (``--json`` prints it as is, in ASCII), ``render_status`` lays it
+out without control characters (``shared.text.printable``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from shared.locks import holder, is_held
 from shared.pause import read_pause
 from shared.runs import read_run, worker_alive
 from shared.tasks import ACTIVE, SECTIONS, Task, read_board
+from shared.text import printable
 
 STATUS_EVENTS = 5  # last events shown
 SECTION_LINES = 8  # tasks listed per section
@@ -163,7 +165,8 @@ def render_status(st: dict[str, Any], width: int = 100) -> str:
                          if k not in _NOT_FACTS and v not in (None, ""))
         when = str(event.get("timestamp", "?"))[:19].replace("T", " ")
         out.append(f"  {when}  {event.get('type', '?'):<16} {details.get('task', ''):<8} {facts}".rstrip()[:width])
-    return "\n".join(out) + "\n"
+    # titles, Blocked/Error details, the agent's last line and event details are others' text
+    return printable("\n".join(out) + "\n")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -175,7 +178,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.json:
-        print(json.dumps(gather_status(cfg), indent=2, ensure_ascii=False, default=str))
+        # ASCII: a control character in a title or in agent output stays an escape (\u009b)
+        print(json.dumps(gather_status(cfg), indent=2, ensure_ascii=True, default=str))
         return 0
     width = shutil.get_terminal_size((100, 24)).columns
     if not args.watch:
