@@ -24,6 +24,7 @@ import os
 import re
 import select
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shared import runs, treefiles, worktree
+from shared import runs, sandbox, treefiles, worktree
 from shared.clock import now_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
 from shared.errors import ExternalError, Tac8Error
@@ -51,7 +52,6 @@ STOP_POLL = 1.0  # seconds between looks at the STOP file
 DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
 NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
 LEFTOVER_WAIT = 10.0  # seconds to wait for killed leftovers of an earlier worker to die
-TASK_ENV = "TAC8_TASK"  # in every agent's environment: marks the task's processes
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NAME = 15
@@ -64,12 +64,26 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def die_with(parent: int) -> None:
+def die_with(parent: int, sandboxed: bool) -> None:
     """In the agent's process before exec: SIGKILL when the worker ``parent`` dies (even by
-    kill -9), and at once if it died already. Only covers this direct child."""
+    kill -9), and at once if it died already. Only covers this direct child (bwrap takes
+    the rest with it). A sandbox ignores the stop signals: they are for the agent inside
+    (``sandbox.RESET_SIGNALS``), and bwrap would die of them and take the agent at once."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
+    if sandboxed:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def refuse_root(cfg: Config) -> None:
+    """No agent runs as root by accident: with permission checks skipped, steered by text
+    that strangers influence, it could do anything to the machine."""
+    if os.geteuid() == 0 and not cfg.worker.allow_root:
+        raise ConfigError(f"refusing to run the agent as root (uid 0): run tac8 as an "
+                          f"ordinary user, or set [worker] allow_root = true in {cfg.file} "
+                          "(only in a throwaway container)")
 
 
 def kill_leftovers(task: str, tree: Path) -> int:
@@ -78,7 +92,7 @@ def kill_leftovers(task: str, tree: Path) -> int:
     worker was killed), and wait until they are dead; returns how many. Processes this
     user cannot inspect, and a person's shell in the tree, are left alone."""
     root = os.path.realpath(tree)
-    marker = f"{TASK_ENV}={task}".encode()
+    marker = f"{sandbox.TASK_ENV}={task}".encode()
     pidfds = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -214,6 +228,7 @@ class Worker:
         self.task = task
         self.tree = cfg.tree(task)
         self.signalled: int | None = None  # the last stop signal received
+        self.sandbox_note: str | None = None  # what sandbox the agent ran in (run record)
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -259,8 +274,10 @@ class Worker:
             worktree.ensure_ignored(self.cfg)
             start_head = worktree.head(self.tree)
             prompt = self._prompt(template, meta)
+            refuse_root(self.cfg)
+            sandboxed, self.sandbox_note = sandbox.mode(self.cfg)
             try:
-                agent = self.run_agent(template, prompt)
+                agent = self.run_agent(template, prompt, sandboxed)
             finally:
                 sweep_descendants()  # before looking at the tree: no orphan still writes in it
             outcome = self.decide(template, agent, start_head, meta)
@@ -292,19 +309,32 @@ class Worker:
             atomic_write(path, render(template, values))
         return path
 
-    def run_agent(self, template: Template, prompt: Path) -> AgentRun:
+    def agent_command(self, template: Template, sandboxed: bool) -> list[str]:
+        if not sandboxed:
+            return template.command
+        admin = worktree.admin_dir(self.tree)
+        if admin is None:
+            raise worktree.WorktreeError(f"{self.tree}: not a worktree of {self.cfg.repo.path}")
+        return sandbox.wrap(self.cfg, self.tree, admin, worktree.common_dir(self.cfg),
+                            template.command)
+
+    def run_agent(self, template: Template, prompt: Path, sandboxed: bool) -> AgentRun:
         run = AgentRun()
         if self.check_stop(run, before=" before the agent started"):
             return run
+        if shutil.which(template.command[0]) is None:  # (inside bwrap it would be exit 127)
+            run.error = f"agent could not start: {template.command[0]}: not found"
+            return run
+        command = self.agent_command(template, sandboxed)
         log = CappedLog(self.cfg.agent_log(self.task))
         stream = StreamJson()
         try:
             with open(prompt, "rb") as stdin:
                 proc = subprocess.Popen(
-                    template.command, cwd=self.tree, stdin=stdin, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **template.env, TASK_ENV: self.task},
-                    start_new_session=True, preexec_fn=partial(die_with, os.getpid()),
+                    command, cwd=self.tree, stdin=stdin, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, env=sandbox.agent_env(template.env, self.task),
+                    start_new_session=True,
+                    preexec_fn=partial(die_with, os.getpid(), sandboxed),
                 )
         except OSError as exc:
             log.close()
@@ -491,7 +521,7 @@ class Worker:
             "outcome": outcome.outcome, "exit_code": agent.exit_code, "finished": now_iso(),
             "error": outcome.error, "commit": outcome.commit,
             "cost_usd": result.get("total_cost_usd"), "tokens": tokens if usage else None,
-            "turns": result.get("num_turns"),
+            "turns": result.get("num_turns"), "sandbox": self.sandbox_note,
         }
 
         # At least once, each under its run's key (metrics deduplicates): emitted before the

@@ -71,6 +71,11 @@ class WorkerSection:
     max_runtime: float = 7200
     stall_timeout: float = 900
     stop_grace: float = 30
+    sandbox: str = "auto"  # "auto" (bwrap when it works here), "bwrap" or "none"
+    # What the agent's private HOME keeps of the real one (read-write), e.g. its login.
+    sandbox_binds: list[str] = field(default_factory=lambda: ["~/.claude", "~/.claude.json"])
+    allow_root: bool = False  # run the agent as uid 0 (only in a throwaway container)
+    max_leftover_file_kb: int = 1024  # larger new files the agent left are not committed
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class MetricsSection:
     history: int = 100
     prometheus_file: str = ""
 
+
+CHOICES = {"worker": {"sandbox": ("auto", "bwrap", "none")}}  # keys with a closed set of values
 
 _SECTIONS = {
     "paths": PathsSection,
@@ -192,6 +199,7 @@ def _type_name(annotation: Any) -> str:
         "int": "an integer",
         "float": "a number",
         "list[str]": "a list of strings",
+        "bool": "true or false",
     }[str(annotation)]
 
 
@@ -202,6 +210,7 @@ def _convert(value: Any, annotation: str, where: str) -> Any:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "bool": isinstance(value, bool),
     }[annotation]
     if not ok:
         raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
@@ -222,6 +231,9 @@ def _section(cls: type, values: dict[str, Any], file: Path, name: str) -> Any:
         kwargs[key] = _convert(value, str(fields[key].type), where)
         if fields[key].type in ("int", "float") and kwargs[key] < 0:
             raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        if key in CHOICES.get(name, {}) and value not in CHOICES[name][key]:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, CHOICES[name][key]))}, "
+                              f"got {value!r}")
     return cls(**kwargs)
 
 

@@ -142,7 +142,9 @@ def test_blocked_agent_ends_blocked_and_its_question_is_not_committed(sandbox, p
 def test_a_hostile_blocked_md_is_never_read_past_its_cap_or_followed(sandbox, pids, tmp_path,
                                                                     plant):
     """BLOCKED.md as a symlink to a secret, a FIFO (an open would block forever), a hard link
-    to a secret, or huge: the run still ends blocked, and no secret reaches state/."""
+    to a secret, or huge: the run still ends blocked, and no secret reaches state/. Without
+    the sandbox, which would hide the secret and forbid the hard link (another mount): this
+    is about what tac8 itself reads."""
     secret = tmp_path / "hosts.yml"
     secret.write_text("oauth_token: gho_SECRET\n")
     tree_file = '"$PWD/BLOCKED.md"'
@@ -151,6 +153,7 @@ def test_a_hostile_blocked_md_is_never_read_past_its_cap_or_followed(sandbox, pi
             "huge": f"head -c 10000000 /dev/zero | tr '\\0' x > {tree_file}"}[plant]
     use_command(sandbox, ["sh", "-c", f"cat >/dev/null; {make}"], stall_timeout=10,
                 stop_grace=0.5)
+    sandbox.write_config(worker={"sandbox": "none"})
     cfg = prepare_tree(sandbox)
     meta = run_worker(cfg).meta
     assert meta["outcome"] == "blocked"
@@ -312,10 +315,12 @@ def test_stop_now_file_ends_an_agent_that_ignores_signals_with_the_short_grace(s
 
 
 def test_agent_exiting_on_sigterm_leaves_a_grandchild_that_is_swept(sandbox, pids):
+    """Without the sandbox (whose PID namespace would take the grandchild by itself)."""
+    sandbox.write_config(worker={"sandbox": "none"})
     cfg = prepare(sandbox, pids, "orphan-on-sigterm", stop_grace=0.3)
     worker = start_worker(cfg)
     wait_for(lambda: "long Bash tool" in _read(cfg.agent_log(TASK)), what="the agent to start")
-    [grandchild] = [int(p.name) for p in pids.iterdir()]
+    [grandchild] = [int(p.name.split(".")[0]) for p in pids.iterdir()]
     assert psutil.Process(grandchild).ppid() != worker.pid  # in another session, not ours
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=20)
@@ -326,10 +331,12 @@ def test_agent_exiting_on_sigterm_leaves_a_grandchild_that_is_swept(sandbox, pid
 
 def test_a_new_worker_kills_what_a_killed_worker_left_in_the_tree_before_its_agent(
         sandbox, pids, adopt_orphans):
+    """Without the sandbox (whose PID namespace would take the grandchild by itself)."""
+    sandbox.write_config(worker={"sandbox": "none"})
     cfg = prepare(sandbox, pids, "orphan-on-sigterm")
     worker = start_worker(cfg)
     wait_for(lambda: "long Bash tool" in _read(cfg.agent_log(TASK)), what="the agent to start")
-    [grandchild] = [int(p.name) for p in pids.iterdir()]
+    [grandchild] = [int(p.name.split(".")[0]) for p in pids.iterdir()]
     [agent] = psutil.Process(worker.pid).children()
     worker.kill()  # kill -9, OOM: no outcome, no sweep
     worker.communicate(timeout=10)

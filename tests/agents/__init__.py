@@ -16,6 +16,8 @@ from shared.records import read_record, render_record
 
 FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 SLEEP_COMMIT = Path(__file__).with_name("sleep_commit.sh")  # lean agent for benchmarks
+# Environment variables naming a folder an agent writes to: made visible in its sandbox.
+SANDBOX_VISIBLE = ("FAKE_AGENT_PIDS", "FAKE_AGENT_PROMPTS", "E2E_DIR", "SLEEP_COMMIT_MOMENTS")
 TEMPLATE_BODY = read_record(CHECKOUT / "conf" / "worker_template.md").body
 
 
@@ -38,7 +40,10 @@ def use_command(sandbox: Any, command: list[str], env: dict[str, str] | None = N
     if env:
         meta["env"] = env
     template.write_text(render_record(meta, TEMPLATE_BODY))
-    return sandbox.write_config(worker={"template": str(template), **limits})
+    # Folders the fake agents write to from inside the sandbox (/tmp there is private).
+    binds = [v for k, v in (env or {}).items() if k in SANDBOX_VISIBLE]
+    return sandbox.write_config(worker={"template": str(template), "sandbox_binds": binds,
+                                        **limits})
 
 
 def wait_for(condition, timeout: float = 20.0, interval: float = 0.02, what: str = "") -> Any:
@@ -84,14 +89,19 @@ def proc_signals(pid: int, field: str) -> set[int]:
 
 
 def survivors(pid_dir: Path) -> list[int]:
-    """Pids noted by fake agents (``$FAKE_AGENT_PIDS``) that still exist, zombies included."""
+    """Processes started by fake agents that still live: found by their environment
+    (``FAKE_AGENT_PIDS=<pid_dir>``), since a sandboxed agent notes pids of its own PID
+    namespace. (A zombie has no readable environment: ``zombies`` finds those.)"""
+    marker = f"FAKE_AGENT_PIDS={pid_dir}".encode()
     alive = []
-    for entry in pid_dir.iterdir():
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
         try:
-            proc = psutil.Process(int(entry.name))
-            if proc.create_time() <= entry.stat().st_mtime + 1:
-                alive.append(proc.pid)
-        except psutil.NoSuchProcess:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    alive.append(int(name))
+        except OSError:
             pass
     return alive
 

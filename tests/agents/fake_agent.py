@@ -25,7 +25,7 @@ Behaviours::
                           (cwd inside it), else exit 1 naming them
     mix                   one of MIX, picked by the number in the tree's name (t-7 → MIX[7 % 6])
 
-Every process it leaves behind writes its pid to ``$FAKE_AGENT_PIDS/<pid>`` (when that
+Every process it leaves behind writes its pid to ``$FAKE_AGENT_PIDS/<pid>.<ns>`` (when that
 variable is set), so a test can check that none of them survived. ``$FAKE_AGENT_PROMPTS``,
 when set, is a directory where the prompt read from stdin is saved as ``<cwd name>.txt``.
 """
@@ -64,7 +64,8 @@ def result(is_error: bool = False, text: str = "done", subtype: str = "success")
 def note_pid(pid: int) -> None:
     folder = os.environ.get("FAKE_AGENT_PIDS")
     if folder:
-        with open(os.path.join(folder, str(pid)), "w") as f:
+        # <pid>.<time>: pids of a sandbox's own PID namespace repeat across runs
+        with open(os.path.join(folder, f"{pid}.{time.time_ns()}"), "w") as f:
             f.write(" ".join(sys.argv[1:2]))
 
 
