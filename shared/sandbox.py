@@ -44,7 +44,7 @@ def unusable(cfg: Config) -> str | None:
         return "bwrap is not installed (apt install bubblewrap)"
     try:
         done = run(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                    "--unshare-pid", "--die-with-parent", "true"], timeout=30)
+                    "--unshare-pid", "--die-with-parent", "/bin/sh", "-c", ":"], timeout=30)
     except ExternalError as exc:
         return str(exc)
     if done.returncode != 0:

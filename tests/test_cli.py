@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -454,7 +455,8 @@ def test_doctor_passes_on_a_good_install_with_supervisord_running(installed, tmp
     agent.write_text("#!/bin/sh\ncat >/dev/null\n")
     agent.chmod(0o755)
     (installed.conf_dir / "worker_template.md").write_text("---\ncommand: [fake-agent, --print]\n---\nDo {{title}}\n")
-    bin_dir = _bin_with(tmp_path, git=_git(), gh=str(Path(sys.executable).parent / "gh"), **{"fake-agent": str(agent)})
+    bin_dir = _bin_with(tmp_path, git=_git(), gh=str(Path(sys.executable).parent / "gh"),
+                        bwrap=shutil.which("bwrap"), **{"fake-agent": str(agent)})
     env = {**os.environ, "PATH": str(bin_dir)}
     assert _check_line(tac8("doctor", env=env).stdout, "supervisord").startswith("FAIL")  # no conf yet
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from shared import sandbox
 from shared.config import Config, ConfigError, config_path, load_config
 from shared.errors import ExternalError
 from shared.health import available_memory_mb
@@ -198,6 +199,35 @@ def _check_inotify() -> Check:
     return Check("inotify", not low, detail, f"{fix} && sudo sysctl --system" if low else "")
 
 
+USERNS_FIX = ("sudo sysctl -w kernel.unprivileged_userns_clone=1 "
+              "kernel.apparmor_restrict_unprivileged_userns=0 2>/dev/null; "
+              "echo kernel.unprivileged_userns_clone=1 | sudo tee /etc/sysctl.d/60-tac8-userns.conf")
+
+
+def _check_sandbox(cfg: Config) -> Check:
+    """Whether the agent's sandbox works here, and what a run will use."""
+    if cfg.worker.sandbox == "none":
+        return Check("sandbox", True, "off ([worker] sandbox = \"none\"): the agent can do "
+                     "anything the service user can")
+    why = sandbox.unusable(cfg)
+    if why is None:
+        return Check("sandbox", True, "bubblewrap works: the agent runs sandboxed")
+    fix = ("sudo apt-get install bubblewrap" if "not installed" in why else USERNS_FIX)
+    if cfg.worker.sandbox == "bwrap":
+        return Check("sandbox", False, f"[worker] sandbox = \"bwrap\", but {why}", fix)
+    return Check("sandbox", False, f"{why}: agents would run without a sandbox "
+                 "(sandbox = \"auto\")", fix)
+
+
+def _check_root(cfg: Config) -> Check:
+    if os.geteuid() != 0:
+        return Check("user", True, f"uid {os.geteuid()} (not root)")
+    if cfg.worker.allow_root:
+        return Check("user", True, "root, allowed by [worker] allow_root = true")
+    return Check("user", False, "root: the worker refuses to run an agent as root",
+                 "run tac8 as an ordinary user (sudo make install creates a service user)")
+
+
 def doctor_checks(explicit_config: str | None) -> list[Check]:
     file = config_path(explicit_config).expanduser().absolute()
     checks = [_check_tool("git", shutil.which("git"), "sudo apt-get install git"),
@@ -211,7 +241,8 @@ def doctor_checks(explicit_config: str | None) -> list[Check]:
     else:
         checks.append(Check("config", True, str(file)))
     if cfg is not None:
-        checks += [_check_gh_auth(cfg), _check_agent(cfg), _check_repo(cfg)]
+        checks += [_check_gh_auth(cfg), _check_agent(cfg), _check_repo(cfg), _check_root(cfg),
+                   _check_sandbox(cfg)]
     checks.append(_check_supervisord(file.parent / "supervisord.conf"))
     if cfg is not None:
         checks += [_check_memory(cfg), _check_disk(cfg)]
