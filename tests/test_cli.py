@@ -154,6 +154,7 @@ def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_
     assert "› Running the test suite now" in out
     assert "fetcher   NOT RUNNING     heartbeat never (stale)" in out
     assert "paused: no" in out
+    assert "agents run sandboxed (bwrap)" in out  # bubblewrap works on this machine (CI's too)
     beat = re.search(rf"observer  running {DURATION} +heartbeat ({DURATION}) ago\n", out)
     assert beat and _seconds(beat[1]) <= time.time() - cfg.heartbeat("observer").stat().st_mtime
     events = out.split("Last events")[1].strip().splitlines()
@@ -167,6 +168,7 @@ def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_
     assert 300 <= data["workers"][0]["runtime_seconds"] <= _age(installed)
     assert [t["id"] for t in data["queue"]["Pending"]] == ["t-1", "gh-9"]
     assert data["paused"] is None
+    assert data["sandbox"] == "bwrap"
 
 
 DURATION = r"(?:\d+[dhm] )?\d+[hms]"  # as `tac8 status` shows one: 42s, 5m 03s, 2h 05m

@@ -19,7 +19,9 @@ from typing import Any
 from services.cli.common import duration
 from services.cli.logs import last_output
 from shared.clock import parse_iso
+from shared import sandbox
 from shared.config import Config, load_config
+from shared.errors import ConfigError
 from shared.health import heartbeat_ages, is_stale, read_metrics
 from shared.locks import holder, is_held
 from shared.pause import read_pause
@@ -85,10 +87,19 @@ def gather_status(cfg: Config, now: float | None = None) -> dict[str, Any]:
         "metrics_written_seconds_ago": now - written if written else None,
         "programs": _program_states(cfg, now),
         "paused": read_pause(cfg),
+        "sandbox": _sandbox(cfg),
         "queue": {section: [_task_summary(t) for t in board.tasks(section)] for section in SECTIONS},
         "workers": [_worker(cfg, t, now) for t in board.tasks(ACTIVE)],
         "tasks_problems": [{"line": n, "text": text} for n, text in board.problems],
     }
+
+
+def _sandbox(cfg: Config) -> str:
+    """What the next agent will run in: "bwrap", or "none (why)"."""
+    try:
+        return sandbox.mode(cfg)[1]
+    except ConfigError as exc:  # sandbox = "bwrap" and it does not work: runs will fail
+        return f"none: runs fail ({exc})"
 
 
 def _percent(rate: float | None) -> str:
@@ -109,6 +120,8 @@ def render_status(st: dict[str, Any], width: int = 100) -> str:
     paused = st["paused"]
     out.append(f"PAUSED: {paused.get('reason') or 'no reason given'} (by {paused.get('by', '?')}"
                f" at {paused.get('at', '?')})" if paused else "paused: no")
+    out.append(f"agents run sandboxed ({st['sandbox']})" if st["sandbox"] == "bwrap"
+               else f"AGENTS RUN WITHOUT A SANDBOX: {st['sandbox']}")
     out.append("")
     if m:
         out.append(f"Workers   launched {m.get('workers_launched', 0)} · active {m.get('workers_active', 0)}"
