@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from shared import runs, worktree
+from shared import runs, sandbox, worktree
 from shared.config import CHECKOUT
 from shared.locks import hold
 from tests.agents import FAKE_AGENT, SLEEP_COMMIT, use_command, wait_for
@@ -50,6 +50,7 @@ def _p95(values: list[float]) -> float:
 def _overhead(root: Path) -> list[tuple]:
     box = Sandbox(root / "overhead")
     moments = root / "moments"
+    moments.touch()  # the agent appends to it from inside its sandbox (bound as it exists)
     cfg = use_command(box, [str(SLEEP_COMMIT), str(AGENT_SECONDS), "--output-format",
                             "stream-json"], stall_timeout=60,
                       env={"SLEEP_COMMIT_MOMENTS": str(moments)})
@@ -86,6 +87,30 @@ def _overhead(root: Path) -> list[tuple]:
          f"{statistics.median(launches):.1f} / {_p95(launches):.1f} ms", "-"),
         ("launcher", "launcher RSS, peak during the run", f"{peak_rss:.1f} MB", "-"),
     ]
+
+
+def _sandbox_start(root: Path) -> tuple:
+    """What the sandbox adds to an agent's start: ``sh -c :`` through the worker's bwrap
+    command line, against the same command started directly (median / p95 of 40 each)."""
+    box = Sandbox(root / "sandbox")
+    cfg = box.cfg
+    with hold(cfg.liveness_lock("t-1")) as lock:
+        tree = worktree.ensure_worktree(cfg, "t-1", lock)
+    command = ["/bin/sh", "-c", ":"]
+    wrapped = sandbox.wrap(cfg, tree, worktree.admin_dir(tree), worktree.common_dir(cfg), command)
+
+    def timed(argv: list[str]) -> list[float]:
+        took = []
+        for _ in range(40):
+            began = time.monotonic()
+            subprocess.run(argv, cwd=tree, check=True)
+            took.append((time.monotonic() - began) * 1000)
+        return took
+    direct, boxed = timed(command), timed(wrapped)
+    extra = [b - statistics.median(direct) for b in boxed]
+    return ("launcher", "sandbox start-up per launch (bwrap around the agent, beyond a direct "
+                        "start; median / p95 of 40)",
+            f"{statistics.median(extra):.1f} / {_p95(extra):.1f} ms", "report")
 
 
 def _worktree_add(root: Path) -> tuple:
@@ -128,4 +153,5 @@ def run():
         root = Path(tmp)
         yield _worktree_add(root)
         yield from _overhead(root)
+        yield _sandbox_start(root)
         yield _idle_worker(root)
