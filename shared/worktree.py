@@ -13,11 +13,14 @@ caller's, or taken by ``remove_worktree``): holding it proves that no worker use
 
 Git runs through ``shared.proc.run`` with neither hooks nor an fsmonitor command (the agent can
 write both); commit messages go through stdin; network calls give up on a stalled transfer.
+In a tree, git runs only once ``admin_dir`` has checked that the tree's ``.git`` leads back
+into the configured repository, and is then handed that gitdir (see ``admin_dir``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, HeldLock, file_lock, hold
 from shared.errors import ExternalError
 from shared.proc import run
+from shared.treefiles import read_capped
 
 CONTROL_FILES = ("STOP", "BLOCKED.md")  # written into a tree by a person or the agent
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
@@ -56,10 +60,12 @@ _SSH_COMMAND = "ssh -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o BatchM
 def git(cwd: Path, *args: str, stdin: str | None = None, env: dict | None = None,
         timeout: float = LOCAL_TIMEOUT) -> str:
     """Run git in ``cwd``; its stdout, stripped. ``GitError`` on a non-zero exit, or when
-    ``timeout`` seconds pass (git and every process it started are killed then)."""
+    ``timeout`` seconds pass (git and every process it started are killed then). In a task's
+    tree (of a trees folder ``common_dir`` has seen) the tree is checked first."""
+    pinned = _pinned(Path(cwd)) if _real(Path(cwd).parent) in _common_dirs else {}
     try:
         done = run(["git", *_SAFE_OPTIONS, *args], cwd=cwd, stdin=stdin, timeout=timeout,
-                   env={**os.environ, **_GIT_ENV, **(env or {})})
+                   env={**os.environ, **_GIT_ENV, **(env or {}), **pinned})
     except ExternalError as exc:
         raise GitError(str(exc)) from None
     out = done.stdout.decode("utf-8", "replace")
@@ -68,6 +74,13 @@ def git(cwd: Path, *args: str, stdin: str | None = None, env: dict | None = None
         said = (err.strip() or out.strip()).splitlines()
         raise GitError(f"git {' '.join(args)}: {said[-1] if said else f'exit {done.returncode}'}")
     return out.strip()
+
+
+def tree_git(tree: Path, *args: str, stdin: str | None = None, env: dict | None = None) -> str:
+    """``git`` in a task's tree; ``WorktreeError`` unless this process knows the tree's
+    repository (``common_dir``) and ``admin_dir`` vouches for the tree."""
+    _repository_of(tree)
+    return git(tree, *args, stdin=stdin, env=env)
 
 
 def network_git(cwd: Path, *args: str) -> str:
@@ -92,9 +105,7 @@ def ensure_ignored(cfg: Config) -> None:
     repo = cfg.repo.path
     if repo in _ignored_repos:
         return
-    dot_git = repo / ".git"
-    common = dot_git if dot_git.is_dir() else Path(git(repo, "rev-parse", "--git-common-dir"))
-    exclude = (common if common.is_absolute() else repo / common) / "info" / "exclude"
+    exclude = common_dir(cfg) / "info" / "exclude"
     wanted = [f"/{name}" for name in CONTROL_FILES]
     if cfg.trees_dir.is_relative_to(repo):
         wanted.append(f"/{cfg.trees_dir.relative_to(repo).as_posix()}/")
@@ -111,28 +122,106 @@ def ensure_ignored(cfg: Config) -> None:
     _ignored_repos.add(repo)
 
 
+# --- a tree's gitdir is tac8's, not the tree's ------------------------------------------
+# A worktree's ``.git`` is a file ``gitdir: <common>/worktrees/<name>`` that the agent can
+# rewrite, and sandboxed it may write that admin directory (its ``commondir`` too). Pointed at
+# a gitdir of its making, git would read that gitdir's config and run what it names (a clean
+# filter, a signing program, an ssh command). So the repository comes from the config, a tree
+# is used only when its pointers lead back into it, and git is then handed the checked gitdir
+# (GIT_DIR, GIT_COMMON_DIR, GIT_WORK_TREE): it reads no pointer that could change meanwhile.
+
+POINTER_CAP = 4096  # bytes read of a `.git`, `gitdir` or `commondir` pointer file
+_common_dirs: dict[Path, Path] = {}  # trees folder → its repository's git directory
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def common_dir(cfg: Config) -> Path:
+    """The repository's own git directory (resolved), which holds every worktree's admin
+    directory. From then on this process checks each tree of ``cfg.trees_dir`` against it."""
+    trees = _real(cfg.trees_dir)
+    if trees not in _common_dirs:
+        repo = cfg.repo.path
+        dot_git = repo / ".git"
+        found = dot_git if dot_git.is_dir() else Path(git(repo, "rev-parse", "--git-common-dir"))
+        _common_dirs[trees] = _real(repo / found)
+    return _common_dirs[trees]
+
+
+def _repository_of(tree: Path) -> Path:
+    common = _common_dirs.get(_real(tree.parent))
+    if common is None:
+        raise WorktreeError(f"{tree}: not in the trees folder of a repository tac8 was "
+                            "configured with; tac8 runs no git there")
+    return common
+
+
+def _pointer(path: Path, prefix: str = "") -> Path | None:
+    """The path a git pointer file names (resolved; relative to the file's folder), or None
+    unless ``path`` is a regular one-line file that starts with ``prefix``."""
+    text = read_capped(path, POINTER_CAP)
+    if text is None or text.count("\n") > 1 or not text.startswith(prefix):
+        return None
+    named = text.removeprefix(prefix).strip()
+    return _real(path.parent / named) if named else None
+
+
+def _shape(path: Path) -> str:
+    mode = os.lstat(path).st_mode
+    return ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "a file of other content" if stat.S_ISREG(mode) else "a FIFO or device")
+
+
+def _refused(tree: Path, why: str) -> WorktreeError:
+    return WorktreeError(f"{tree}: {why}; tac8 runs no git there and leaves the tree as it is")
+
+
+def admin_dir(tree: Path) -> Path | None:
+    """The tree's admin directory (``<common>/worktrees/<name>``), checked: ``.git`` is a
+    regular file naming a folder of the repository's ``worktrees/`` whose ``gitdir`` names
+    this tree back and whose ``commondir`` names the repository. None when the tree is no
+    worktree (no ``.git``, or its registration is gone: a crash, a person). ``WorktreeError``
+    when ``.git`` is anything else (a symlink, a directory, a pointer elsewhere)."""
+    common = _repository_of(tree)
+    if tree.is_symlink() or not tree.is_dir() or not os.path.lexists(tree / ".git"):
+        return None
+    admin = _pointer(tree / ".git", "gitdir: ")
+    if admin is None:
+        raise _refused(tree, f"its .git is {_shape(tree / '.git')} (git writes a one-line "
+                             "'gitdir:' file there)")
+    if admin.parent != _real(common / "worktrees"):
+        raise _refused(tree, f"its .git points to {admin}, not into {common / 'worktrees'}")
+    if not (admin / "HEAD").is_file():
+        return None  # its registration is gone
+    if _pointer(admin / "gitdir") != _real(tree) / ".git":
+        raise _refused(tree, f"its .git points to {admin}, which is another tree's")
+    if _pointer(admin / "commondir") != common:
+        raise _refused(tree, f"{admin}/commondir does not point back to {common}")
+    return admin
+
+
+def _pinned(tree: Path) -> dict[str, str]:
+    """The environment that hands git the tree's checked gitdir."""
+    admin = admin_dir(tree)
+    if admin is None:
+        raise WorktreeError(f"{tree} is not a git worktree")
+    return {"GIT_DIR": str(admin), "GIT_COMMON_DIR": str(_repository_of(tree)),
+            "GIT_WORK_TREE": str(tree)}
+
+
 # --- inspecting a tree ------------------------------------------------------------------
 
-def _admin_dir(tree: Path) -> Path | None:
-    """The worktree's directory inside the repository's ``.git``, if the tree is usable."""
-    try:
-        line = (tree / ".git").read_text().strip()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    if not line.startswith("gitdir:"):
-        return None
-    admin = Path(line.removeprefix("gitdir:").strip())
-    admin = admin if admin.is_absolute() else (tree / admin).resolve()
-    return admin if (admin / "HEAD").is_file() else None
-
-
 def checked_out_branch(tree: Path) -> str | None:
-    """The branch checked out in ``tree`` (no git process), or None (detached, not a tree)."""
-    admin = _admin_dir(tree)
-    if admin is None:
+    """The branch checked out in ``tree``, read from the gitdir its ``.git`` names (no git
+    process; regular files only: a FIFO cannot block), or None (detached, not a tree). A hint
+    for whether to (re)create the tree: git runs there only once ``admin_dir`` vouched for it."""
+    gitdir = _pointer(tree / ".git", "gitdir: ")
+    head = read_capped(gitdir / "HEAD", POINTER_CAP) if gitdir else None
+    if head is None or not head.startswith("ref: refs/heads/"):
         return None
-    head = (admin / "HEAD").read_text().strip()
-    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
+    return head.strip().removeprefix("ref: refs/heads/")
 
 
 def _ref_exists(repo: Path, ref: str) -> bool:
@@ -144,7 +233,7 @@ def _ref_exists(repo: Path, ref: str) -> bool:
 
 
 def head(tree: Path) -> str:
-    return git(tree, "rev-parse", "HEAD")
+    return tree_git(tree, "rev-parse", "HEAD")
 
 
 _PATH_AFTER = {"1": 8, "2": 9, "u": 10}  # fields before the path in `git status --porcelain=v2`
@@ -154,7 +243,7 @@ def _status(tree: Path) -> tuple[str | None, list[str]]:
     """From one ``git status``: the HEAD commit (None on an unborn branch) and the paths
     with uncommitted changes or untracked (not ignored) files."""
     head, dirty = None, []
-    out = git(tree, "status", "--porcelain=v2", "--branch", "--untracked-files=all")
+    out = tree_git(tree, "status", "--porcelain=v2", "--branch", "--untracked-files=all")
     for line in out.splitlines():
         if line.startswith("# branch.oid "):
             oid = line.removeprefix("# branch.oid ")
@@ -174,12 +263,15 @@ def dirty_paths(tree: Path) -> list[str]:
 
 def unpublished_commits(cfg: Config, tree: Path) -> int:
     """Commits reachable from the tree's HEAD that no ``<remote>/*`` branch has."""
-    return int(git(tree, "rev-list", "--count", "HEAD", "--not", f"--remotes={cfg.repo.remote}"))
+    common_dir(cfg)
+    return int(tree_git(tree, "rev-list", "--count", "HEAD", "--not",
+                        f"--remotes={cfg.repo.remote}"))
 
 
 def commits_ahead(cfg: Config, tree: Path) -> int:
     """Commits on the tree's HEAD that the base it started from does not have."""
-    return int(git(tree, "rev-list", "--count", f"{start_point(cfg)}..HEAD"))
+    common_dir(cfg)
+    return int(tree_git(tree, "rev-list", "--count", f"{start_point(cfg)}..HEAD"))
 
 
 @dataclass(frozen=True)
@@ -236,7 +328,7 @@ def ensure_worktree(cfg: Config, task: str, liveness: HeldLock) -> Path:
         raise ValueError(f"{task}: ensure_worktree needs the task's own liveness lock")
     repo, tree, branch = cfg.repo.path, cfg.tree(task), cfg.branch(task)
     ensure_ignored(cfg)
-    if tree.is_dir() and _admin_dir(tree) is not None:
+    if admin_dir(tree) is not None:  # raises for a .git that leads elsewhere: left as it is
         current = checked_out_branch(tree)
         if current == branch:
             return tree  # a retry: same tree, same branch, whatever work it holds
@@ -271,7 +363,7 @@ def ensure_worktree(cfg: Config, task: str, liveness: HeldLock) -> Path:
 def _identity_env(tree: Path) -> dict[str, str]:
     """A fallback identity for tac8's own commits when git has none configured."""
     try:
-        git(tree, "config", "user.email")
+        tree_git(tree, "config", "user.email")
         return {}
     except GitError:
         return {k: v for k, v in _FALLBACK_IDENTITY.items() if k not in os.environ}
@@ -282,14 +374,15 @@ def commit_all(tree: Path, message: str) -> str | None:
     current, dirty = _status(tree)
     if not dirty:
         return current
-    git(tree, "add", "--all")
-    git(tree, "-c", "gc.autoDetach=false", "commit", "--quiet", "--no-verify", "--file=-",
-        stdin=message, env=_identity_env(tree))
+    tree_git(tree, "add", "--all")
+    tree_git(tree, "-c", "gc.autoDetach=false", "commit", "--quiet", "--no-verify",
+             "--file=-", stdin=message, env=_identity_env(tree))
     return head(tree)
 
 
 def push(cfg: Config, tree: Path, branch: str) -> None:
     """Push ``branch`` to the remote (updating its remote-tracking ref)."""
+    common_dir(cfg)  # so that git checks the tree first
     network_git(tree, "push", "--quiet", "--no-verify", cfg.repo.remote,
                 f"refs/heads/{branch}:refs/heads/{branch}")
 
@@ -305,11 +398,15 @@ def remove_worktree(cfg: Config, task: str) -> str | None:
     except AlreadyHeld:
         return "its worker is alive"
     with lock:
-        if not tree.exists():
+        if not os.path.lexists(tree):
             git(cfg.repo.path, "worktree", "prune")
             return None
-        if _admin_dir(tree) is None:
-            return "not a git worktree"
+        common_dir(cfg)
+        try:
+            if admin_dir(tree) is None:
+                return "not a git worktree"
+        except WorktreeError as exc:  # a .git that leads elsewhere: keep, do not touch
+            return str(exc)
         reason = tree_status(cfg, task).keep_reason
         if reason:
             return reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -276,3 +277,94 @@ def test_hooks_and_fsmonitor_planted_by_the_agent_never_run_in_tac8s_git(sandbox
     assert sorted(p.name for p in ran.iterdir()) == []
     git(tree, "commit", "--allow-empty", "--quiet", "-m", "plain git")
     assert {"pre-commit", "post-commit", "fsmonitor"} <= {p.name for p in ran.iterdir()}
+
+
+# What an agent can do to make tac8's git its own: a gitdir of its making (``.own``) whose
+# config names commands git runs by itself (a clean filter on `git add`, a signing program
+# on commit, an ssh command and a receive-pack on push, hooks, an fsmonitor), then the tree
+# pointed at it: ``.git`` rewritten ("file"), made a symlink ("symlink") or a directory
+# ("directory"), a FIFO ("fifo": an open would block), or the tree's admin directory's
+# ``commondir`` redirected ("commondir"; the sandbox lets the agent write that directory).
+# Each command leaves a marker in ``$1`` when it runs. ``sh -c OWN_GITDIR sh <markers> <how>``,
+# in the tree.
+OWN_GITDIR = r"""
+[ -t 0 ] || cat >/dev/null
+set -e
+ran=$1 how=$2 tree=$PWD
+admin=$(sed -n 's/^gitdir: //p' .git)
+git init -q --bare .own
+mkdir .bin
+for name in filter gpg ssh receive-pack fsmonitor pre-commit commit-msg post-commit \
+            pre-push post-checkout reference-transaction; do
+    printf '#!/bin/sh\ntouch "%s/%s"\n[ %s != filter ] || exec cat\nexit 1\n' \
+        "$ran" "$name" "$name" > ".bin/$name"
+    chmod +x ".bin/$name"
+done
+git config -f .own/config core.bare false
+git config -f .own/config core.hooksPath "$tree/.bin"
+git config -f .own/config core.fsmonitor "$tree/.bin/fsmonitor"
+git config -f .own/config filter.own.clean "$tree/.bin/filter"
+echo '* filter=own' > .own/info/attributes
+git config -f .own/config commit.gpgSign true
+git config -f .own/config gpg.program "$tree/.bin/gpg"
+git config -f .own/config core.sshCommand "$tree/.bin/ssh"
+git config -f .own/config remote.origin.url "$tree/.own"
+git config -f .own/config remote.origin.receivepack "$tree/.bin/receive-pack"
+echo "the agent's work" > work.txt
+case $how in
+    file) printf 'gitdir: %s/.own\n' "$tree" > .git ;;
+    symlink) rm .git && ln -s .own .git ;;
+    directory) rm .git && mv .own .git ;;
+    fifo) rm .git && mkfifo .git ;;
+    commondir) printf '%s/.own\n' "$tree" > "$admin/commondir" ;;
+esac
+"""
+HOW = ("file", "symlink", "directory", "fifo", "commondir")
+
+
+def plant_own_gitdir(tree, ran, how):
+    subprocess.run(["sh", "-c", OWN_GITDIR, "sh", str(ran), how], cwd=tree, check=True,
+                   stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_tree_pointed_at_a_gitdir_of_the_agents_making_is_refused_and_kept(sandbox, tmp_path,
+                                                                              how):
+    """tac8's git never runs there (no marker), every call says why, and nothing of the tree
+    is touched: not moved aside, not removed, not cleaned."""
+    cfg = sandbox.cfg
+    tree = ensure(cfg, "t-1")
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    plant_own_gitdir(tree, ran, how)
+    planted = sorted(p.name for p in tree.iterdir())
+    worktree.checked_out_branch(tree)  # the launcher's look returns (a FIFO is not opened)
+    refused = r"\.git|commondir"
+    for call in (lambda: worktree.commit_all(tree, "the agent's work"),
+                 lambda: worktree.push(cfg, tree, cfg.branch("t-1")),
+                 lambda: worktree.head(tree),
+                 lambda: worktree.dirty_paths(tree),
+                 lambda: worktree.unpublished_commits(cfg, tree),
+                 lambda: ensure(cfg, "t-1")):
+        with pytest.raises(worktree.WorktreeError, match=refused):
+            call()
+    reason = worktree.remove_worktree(cfg, "t-1")
+    assert reason and "t-1" in reason
+    assert worktree.clean_stale(cfg, keep=set()) == ([], {"t-1": reason})
+    assert sorted(p.name for p in tree.iterdir()) == planted
+    assert worktree.task_trees(cfg) == ["t-1"]
+    assert sorted(p.name for p in ran.iterdir()) == []
+    assert not git(sandbox.origin, "branch", "--list", "auto/t-1")
+
+
+def test_a_tree_pointed_at_another_tasks_gitdir_is_refused(sandbox):
+    """``.git`` naming a real admin directory of the repository, but another tree's: tac8
+    would commit this tree's files onto the other task's branch."""
+    cfg = sandbox.cfg
+    tree, other = ensure(cfg, "t-1"), ensure(cfg, "t-2")
+    other_head = git(other, "rev-parse", "HEAD")
+    (tree / ".git").write_text((other / ".git").read_text())
+    (tree / "work.txt").write_text("the agent's work\n")
+    with pytest.raises(worktree.WorktreeError, match="another tree's"):
+        worktree.commit_all(tree, "the agent's work")
+    assert git(other, "rev-parse", "HEAD") == other_head and worktree.dirty_paths(other) == []
