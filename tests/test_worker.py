@@ -24,6 +24,7 @@ from shared.locks import hold
 from shared.tasks import ACTIVE, edit_tasks, make_marker
 from tests.agents import descendants, events_of, survivors, use_agent, use_command, wait_for
 from tests.sandbox import git
+from tests.test_worktree import HOW, OWN_GITDIR
 
 TASK = "t-1"
 
@@ -467,3 +468,21 @@ def test_a_pr_that_github_refused_is_opened_by_the_next_attempt(sandbox, pids, f
     runs.start_run(cfg, "gh-6", {"task": "gh-6", "worker_id": "w-0f0f0f", "attempt": 3,
                                  "branch": "auto/gh-6", "title": "Flaky GitHub"})
     assert run_worker(cfg, task="gh-6").meta["error"] == "exited without changes"
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_an_agent_that_points_its_tree_at_a_gitdir_of_its_own_fails_the_run_and_runs_nothing(
+        sandbox, pids, tmp_path, how):
+    """The agent rewrites its tree's git pointers towards a gitdir whose config names its own
+    hooks, filter, signing program, ssh command and receive-pack (tests.test_worktree's
+    OWN_GITDIR): the run fails saying so, none of them ran in tac8's git, nothing was pushed."""
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    use_command(sandbox, ["sh", "-c", OWN_GITDIR, "sh", str(ran), how], stall_timeout=10,
+                stop_grace=0.5)
+    cfg = prepare_tree(sandbox)
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "failed"
+    assert meta["error"].startswith(f"{cfg.tree(TASK)}: ") and "runs no git there" in meta["error"]
+    assert sorted(p.name for p in ran.iterdir()) == []
+    assert not origin_has(sandbox, "auto/t-1")
