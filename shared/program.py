@@ -82,6 +82,8 @@ class Program:
         return cls(name, cfg, args)
 
     def __enter__(self) -> "Program":
+        # state/, logs/ and what the worker and its agent create are the service user's alone.
+        os.umask(0o077)
         logging.basicConfig(
             level=os.environ.get("TAC8_LOG_LEVEL", "INFO"),
             format=f"%(asctime)s {self.name} %(levelname)s %(message)s",

@@ -28,7 +28,7 @@ with program.Program.from_argv("probe", sys.argv[1:]) as prog:
 def probe(sandbox):
     proc = subprocess.Popen([sys.executable, "-c", PROBE, "--config", str(sandbox.config_path)],
                             cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, umask=0o022)  # a permissive parent: the program's own counts
     cfg = sandbox.cfg
     wait_for(lambda: read_cycles(cfg.heartbeat("probe")) >= 1 or proc.poll() is not None,
              what="the probe's first cycle")
@@ -52,3 +52,13 @@ def test_a_file_event_in_a_watched_folder_runs_a_cycle(sandbox, probe):
     wait_for(lambda: read_cycles(cfg.heartbeat("probe")) > before,
              what="a cycle after the file event")  # liveness only: no timer would turn it
     assert probe.poll() is None
+
+
+def test_what_a_program_creates_is_private_to_its_user(sandbox, probe):
+    """Started with umask 022, a program still makes its folders and files with no group or
+    other permission (umask 077: the launcher's workers and their agents inherit it)."""
+    cfg = sandbox.cfg
+    made = [cfg.state_dir, cfg.heartbeats_dir, cfg.heartbeat("probe"), cfg.locks_dir,
+            cfg.program_lock("probe"), cfg.state_dir / "probe"]
+    modes = {str(path): oct(path.stat().st_mode & 0o777) for path in made}
+    assert [path for path, mode in modes.items() if int(mode, 8) & 0o077] == [], modes
