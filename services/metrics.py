@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -29,7 +30,7 @@ from watchdog.events import EVENT_TYPE_CREATED, EVENT_TYPE_MOVED
 
 from shared.clock import iso_at, parse_iso
 from shared.config import Config
-from shared.fsio import atomic_write, pending, sweep_tmp
+from shared.fsio import atomic_write, pending, publish_file, stage_file, sweep_tmp
 from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages, is_stale, read_metrics
 from shared.program import Program
 from shared.records import RecordError, read_record
@@ -326,7 +327,11 @@ class Metrics:
             return False
         atomic_write(self.cfg.paths.metrics, json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n")
         if self.cfg.metrics.prometheus_file:
-            atomic_write(Path(self.cfg.metrics.prometheus_file), prometheus_text(snapshot))
+            # node_exporter reads it as a user of its own: readable by all despite umask 077
+            textfile = Path(self.cfg.metrics.prometheus_file)
+            staged = stage_file(textfile, prometheus_text(snapshot))
+            os.chmod(staged, 0o644)
+            publish_file(staged, textfile)
         self._written = essence
         return True
 

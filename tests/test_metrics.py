@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import datetime, timedelta
@@ -275,7 +276,13 @@ def test_prometheus_textfile_is_written_with_metrics_json(sandbox):
     emit(cfg.events_dir, "run_finished", task="gh-1", outcome="pr", cost_usd=1.5, tokens=10)
     m = Metrics(cfg)
     m.fold_pending()
-    m.publish()
+    umask = os.umask(0o077)  # the metrics program's
+    try:
+        m.publish()
+    finally:
+        os.umask(umask)
+    assert prom.stat().st_mode & 0o777 == 0o644  # node_exporter reads it as another user
+    assert cfg.paths.metrics.stat().st_mode & 0o077 == 0
     text = prom.read_text()
     assert "tac8_workers_launched_total 1\n" in text
     assert "tac8_workers_completed_total 1\n" in text
