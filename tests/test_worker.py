@@ -194,7 +194,14 @@ def test_a_silent_agent_is_stopped_after_stall_timeout(sandbox, pids):
 
 
 def test_max_runtime_escalates_to_sigkill_for_an_agent_that_ignores_signals(sandbox, pids):
-    cfg = prepare(sandbox, pids, "stubborn", max_runtime=0.5, stop_grace=0.2)
+    from tests.agents import FAKE_AGENT
+
+    # env ignores SIGINT and SIGTERM before it starts the agent: the limit cannot catch the
+    # agent still starting up, before it ignores them itself
+    use_command(sandbox, ["env", "--ignore-signal=INT,TERM", sys.executable, str(FAKE_AGENT),
+                          "stubborn", "--output-format", "stream-json", "--verbose"],
+                env={"FAKE_AGENT_PIDS": str(pids)}, max_runtime=0.5, stop_grace=0.2)
+    cfg = prepare_tree(sandbox)
     meta = run_worker(cfg).meta
     assert (meta["outcome"], meta["error"]) == ("failed", "max_runtime of 0.5 s exceeded")
     assert meta["exit_code"] == -signal.SIGKILL
@@ -422,14 +429,21 @@ def _read(path):
 
 
 def test_many_runs_leave_no_zombie_and_no_orphan(sandbox, pids):
-    """Daemon-forking, signal-ignoring and grandchild-leaving agents, run after run."""
-    behaviours = [("daemon", {}), ("stubborn", {"max_runtime": 0.3, "stop_grace": 0.1}),
-                  ("orphan-on-sigterm", {"max_runtime": 0.3, "stop_grace": 0.1})]
+    """Daemon-forking, signal-ignoring and grandchild-leaving agents, run after run. The two
+    that wait forever are STOPped once they say they wait, as a person would: a time limit
+    could fire before a slow-starting one ignores signals or has made its orphan."""
+    behaviours = [("daemon", None), ("stubborn", "I will not stop"),
+                  ("orphan-on-sigterm", "long Bash tool")]
     for n in range(6):
-        behaviour, limits = behaviours[n % 3]
+        behaviour, waiting = behaviours[n % 3]
         task = f"t-{n + 1}"
-        cfg = prepare(sandbox, pids, behaviour, task=task, **limits)
-        run_worker(cfg, task=task)
+        cfg = prepare(sandbox, pids, behaviour, task=task, stop_grace=0.1)
+        worker = start_worker(cfg, task)
+        if waiting:
+            wait_for(lambda: waiting in _read(cfg.agent_log(task)), what=f"the {behaviour} agent")
+            (cfg.tree(task) / "STOP").write_text("")
+        out, _ = worker.communicate(timeout=30)
+        assert worker.returncode == 0, out
         assert survivors(pids) == [] and descendants() == []
     assert len(list(pids.iterdir())) == 4  # 2 daemons + 2 grandchildren existed, all gone
 
