@@ -412,6 +412,6 @@ def test_a_single_instance_and_a_warm_sigterm(sandbox, observer, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "services.observer"], cwd=CHECKOUT,
                           capture_output=True, text=True, timeout=20)  # $TAC8_CONFIG
     assert proc.returncode == 1 and "another instance" in proc.stderr
-    assert first.stop(timeout=30) == 0
+    assert first.stop() == 0
     log = (tmp_path / "observer.log").read_text()
     assert log.count("observer INFO stopped\n") == 1 and "Traceback" not in log

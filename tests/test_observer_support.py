@@ -18,7 +18,7 @@ from shared import runs
 from shared.config import CHECKOUT, Config
 from shared.clock import now_iso
 from shared.fsio import pending
-from shared.locks import hold, is_held
+from shared.locks import hold
 from shared.records import read_record
 from shared.clock import stamp
 from shared.tasks import ACTIVE, PENDING, edit_tasks, make_marker, read_board
@@ -36,17 +36,21 @@ class ServiceProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServiceProcess":
+        """Start it and return once it is up: its heartbeat is written after it holds its
+        lock and handles SIGTERM, before its first cycle."""
+        heartbeat = self.cfg.heartbeat(self.name)
+        heartbeat.unlink(missing_ok=True)  # a previous instance's
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{self.name}", "--config", str(self.cfg.file)],
                 cwd=CHECKOUT, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        wait_for(lambda: is_held(self.cfg.program_lock(self.name)) or self.proc.poll() is not None,
-                 timeout=10, what=f"the {self.name} to start")
+        wait_for(lambda: heartbeat.exists() or self.proc.poll() is not None,
+                 what=f"the {self.name} to start")
         assert self.proc.poll() is None, self.log.read_text()
         return self
 
-    def stop(self, timeout: float = 5.0) -> int:
-        """SIGTERM; its exit status."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM; its exit status (``timeout`` is a liveness bound: it ends its cycle first)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
