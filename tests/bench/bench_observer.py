@@ -6,13 +6,15 @@
   Completed Today; both polled every 0.5 ms on ``CLOCK_MONOTONIC``;
 
 each as median and p99 over ``TRIALS`` trials, one fresh task per trial, each trial started
-once the observer has finished with the previous one. Also the observer's RSS, and the cost
-of one rescan with 300 finished runs and a 300-line tasks.md (in process).
+once the observer has finished with the previous one. Also SIGTERM to an idle observer → its
+exit (``EXIT_TRIALS`` starts), the observer's RSS, and the cost of one rescan with 300
+finished runs and a 300-line tasks.md (in process).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -21,17 +23,19 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Iterator
+from unittest import mock
 
 import psutil
 
 from services.observer import TaskObserver
-from shared.program import Program
+from shared.program import Program, read_cycles
 from shared.records import render_record, write_record
 from tests.agents import FAKE_AGENT, TEMPLATE_BODY, wait_for
 from tests.sandbox import EMPTY_QUEUE, GIT_IDENTITY, Sandbox
 from tests.test_observer_support import ServiceProcess, add_task, launch, settled
 
 TRIALS = 60
+EXIT_TRIALS = 10  # each one starts an observer
 POLL = 0.0005  # seconds
 
 # Notes when it gets its first SIGINT or SIGTERM, then exits (the worker then ends "stopped").
@@ -148,6 +152,24 @@ def marker_latencies(box: Sandbox, tmp: Path) -> list[float]:
     return latencies
 
 
+def exit_latencies(box: Sandbox, tmp: Path) -> list[float]:
+    """SIGTERM to an idle observer (past its first cycle, its watches in place) → its exit,
+    in ms. That the signal ends the wait at once is tests/test_program.py's; this is what the
+    warm shutdown costs."""
+    latencies = []
+    # a heartbeat after every cycle, so the first one shows
+    with mock.patch.dict(os.environ, TAC8_HEARTBEAT_EVERY="0"):
+        for _ in range(EXIT_TRIALS):
+            observer = ServiceProcess(box.cfg, tmp / "observer-exit.log").start()
+            wait_for(lambda: read_cycles(box.cfg.heartbeat("observer")) >= 1,
+                     what="a first cycle")
+            began = time.monotonic_ns()
+            observer.proc.send_signal(signal.SIGTERM)
+            observer.proc.wait()  # blocking waitpid: no polling step in the figure
+            latencies.append((time.monotonic_ns() - began) / 1e6)
+    return latencies
+
+
 def rescan_cost(box: Sandbox, runs_count: int = 300, cycles: int = 50) -> float:
     """Median ms of one rescan over ``runs_count`` settled runs (nothing to do: the common
     case on every wake-up)."""
@@ -184,6 +206,8 @@ def run():
     with _sandbox() as (box, tmp):
         yield from _rows("PR marker → tasks.md Completed", marker_latencies(box, tmp),
                          "≤ 500 ms")
+    with _sandbox() as (box, tmp):
+        yield from _rows("SIGTERM → idle observer exited", exit_latencies(box, tmp), "≤ 1000 ms")
     with _sandbox() as (box, _):
         yield ("observer", "one rescan, 300 finished runs, nothing to do",
                f"{rescan_cost(box):.2f} ms", "")
