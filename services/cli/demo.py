@@ -1,6 +1,9 @@
 """``tac8 demo``: tac8's main job on embedded defaults, with no GitHub account and no AI key.
 
-It builds a sandbox (``<checkout>/demo/`` by default, removed and rebuilt on every run):
+It builds a sandbox in ``--dir`` (``<checkout>/demo/`` by default), a folder that is missing,
+empty, or marked by an earlier demo (``.tac8-demo``, written first): a marked folder is removed
+and rebuilt, any other is refused and left untouched. Only a marked folder's supervisord (the
+demo's own) is ever shut down. The sandbox holds:
 
 * ``origin.git`` (a bare "origin") and ``repo/``, its clone, which the agents work on;
 * ``tasks.md`` with tasks typed the way a person would (one is a question);
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from services.cli.common import UserError
 from shared.config import CHECKOUT, load_config
 from shared.proc import run
 from shared.records import read_record, write_record
@@ -65,6 +69,8 @@ retry_backoff = 5
 min_free_memory_mb = 50
 
 [worker]
+# The demo agent is a script, not an AI: run as root (a container), it may run as root too.
+allow_root = {allow_root}
 max_runtime = 120
 stall_timeout = 60
 stop_grace = 5
@@ -77,6 +83,7 @@ min_write_interval = 1
 DEMO_AGENT = Path(__file__).with_name("demo_agent.py")
 SHIPPED_INTERPRETER = "%(here)s/../.venv/bin/python"
 SETTLE_TIMEOUT = 180.0  # seconds; the demo agent takes about two seconds a task
+MARKER = ".tac8-demo"  # in every folder the demo builds: only such a folder is rebuilt
 
 
 def supervisord_conf_for(python: str) -> str:
@@ -96,14 +103,30 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def refuse_unless_ours(root: Path) -> None:
+    """``UserError`` unless ``root`` is missing, an empty folder, or a folder a demo made."""
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder; choose a new or empty folder with --dir")
+    if not (root / MARKER).is_file():
+        raise UserError(f"{root} is not empty and has no {MARKER} (the mark of a folder tac8 "
+                        "demo made): choose a new or empty folder with --dir; nothing was changed")
+
+
 def build_sandbox(root: Path) -> Path:
-    """Create the demo sandbox at ``root``; returns its config file."""
-    if (root / "conf" / "supervisord.conf").exists():
+    """Create the demo sandbox at ``root``, after ``refuse_unless_ours``: a
+    folder an earlier demo made is shut down (its supervisord) and removed first. Returns
+    the sandbox's config file."""
+    refuse_unless_ours(root)
+    if (root / MARKER).is_file():
         shutdown(root)
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "conf").mkdir(parents=True)
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("Made by `tac8 demo`, which removes and rebuilds this folder.\n")
+    (root / "conf").mkdir()
     for sub in ("state", "logs"):
-        (root / sub).mkdir()
+        (root / sub).mkdir(mode=0o700)
     origin, repo = root / "origin.git", root / "repo"
     _git(root, "init", "-q", "--bare", "-b", "main", str(origin))
     _git(root, "init", "-q", "-b", "main", str(repo))
@@ -117,7 +140,7 @@ def build_sandbox(root: Path) -> Path:
 
     (root / "tasks.md").write_text(DEMO_TASKS)
     config = root / "conf" / "tac8.toml"
-    config.write_text(DEMO_CONFIG)
+    config.write_text(DEMO_CONFIG.format(allow_root="true" if os.geteuid() == 0 else "false"))
     template = read_record(CHECKOUT / "conf" / "worker_template.md")
     template.meta["command"] = [sys.executable, str(DEMO_AGENT), "--output-format", "stream-json"]
     template.meta["env"] = {}
@@ -138,12 +161,14 @@ def start(root: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("TAC8_CONFIG", None)  # the programs get --config from supervisord.conf
     # Not shared.proc.run: supervisord daemonizes, and run kills what its child leaves behind.
+    # umask 077: supervisord's own log is made before it daemonizes with the conf's umask.
     subprocess.run([_tool("supervisord"), "-c", str(root / "conf" / "supervisord.conf")],
-                   check=True, env=env, cwd=root, timeout=60)
+                   check=True, env=env, cwd=root, timeout=60, umask=0o077)
 
 
 def shutdown(root: Path) -> None:
-    """Stop the sandbox's supervisord if it runs, and wait until it has exited."""
+    """Stop the sandbox's supervisord if it runs, and wait until it has exited (only ever
+    called for a folder the demo made: its supervisord is the demo's)."""
     pidfile = root / "state" / "supervisord.pid"
     _supervisorctl(root, "shutdown")
     deadline = time.monotonic() + 30
@@ -174,9 +199,9 @@ def wait_until_settled(config: Path, say: Callable[[str], None],
 
 
 def run_demo(root: Path, say: Callable[[str], None] = print) -> int:
-    root = root.absolute()
-    say(f"tac8 demo: building a sandbox in {root}")
+    root = root.resolve()
     config = build_sandbox(root)
+    say(f"tac8 demo: built a sandbox in {root}")
     say("  a repository with a bare origin, tasks.md with 4 tasks, the demo agent, no GitHub")
     say(f"tac8 demo: starting supervisord ({root / 'conf' / 'supervisord.conf'})")
     start(root)
@@ -202,7 +227,8 @@ def run_demo(root: Path, say: Callable[[str], None] = print) -> int:
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", type=Path, default=CHECKOUT / "demo",
-                   help="where to build the sandbox (rebuilt on every run; default: ./demo)")
+                   help="where to build the sandbox: a new or empty folder, or one an earlier "
+                        "demo made (rebuilt on every run; default: ./demo)")
 
 
 def command(args: argparse.Namespace) -> int:
