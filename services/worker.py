@@ -44,6 +44,7 @@ from shared.locks import AlreadyHeld, adopt, hold
 from shared.prompt import Template, load_template, prompt_values, render
 from shared.streamjson import StreamJson
 from shared.tasks import issue_number
+from shared.text import code_block
 
 LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
 LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
@@ -220,6 +221,7 @@ class Outcome:
     error: str | None = None
     commit: str | None = None
     pr: dict[str, Any] = field(default_factory=dict)  # url, number, created
+    skipped: list[str] = field(default_factory=list)  # new files not committed, with why
 
 
 class Worker:
@@ -426,48 +428,74 @@ class Worker:
     # --- the outcome ---
     def decide(self, template: Template, agent: AgentRun, start_head: str,
                meta: dict[str, Any]) -> Outcome:
-        tree, branch = self.tree, self.cfg.branch(self.task)
-        def moved(commit: str | None) -> str | None:  # a commit of this run, not its start
-            return commit if commit != start_head else None
-
+        tree = self.tree
         if treefiles.present(tree / treefiles.BLOCKED):
             self.set_question_aside()
-            return Outcome(runs.BLOCKED, commit=moved(worktree.head(tree)))
+            head = worktree.head(tree)
+            return Outcome(runs.BLOCKED, commit=head if head != start_head else None)
         if agent.stopped_by_user or treefiles.present(self.stop_file()):
-            return Outcome(runs.STOPPED,
-                           commit=moved(worktree.commit_all(tree, "WIP: Stopped by user")))
-        if agent.terminated_by is not None:  # kept for the retry, which starts from it
-            commit = worktree.commit_all(tree, f"WIP: interrupted by signal {agent.terminated_by}")
-            return Outcome(runs.FAILED, error=agent.stop_reason, commit=moved(commit))
-        if agent.error:
+            return self.save_work(Outcome(runs.STOPPED), "WIP: Stopped by user", start_head)
+        if agent.error:  # it never ran: nothing to save
             return Outcome(runs.FAILED, error=agent.error)
-        if agent.stop_reason:
-            return Outcome(runs.FAILED, error=agent.stop_reason)
+        failure = self.failure(template, agent)
+        if failure:  # its work is kept (pushed) for the retry or a person, but is no PR
+            return self.save_work(Outcome(runs.FAILED, error=failure),
+                                  f"WIP: {failure[:72]}", start_head)
+        title = meta.get("title") or self.task
+        commit, skipped = worktree.commit_all(
+            tree, f"{title}\n\nChanges the agent left uncommitted, committed by tac8 "
+                  f"({meta.get('worker_id')}).\n", self.max_new_bytes)
+        if commit == start_head and not self.undelivered(commit):
+            return Outcome(runs.FAILED, error="exited without changes", skipped=skipped)
+        return self.deliver(title, commit, skipped)
+
+    def failure(self, template: Template, agent: AgentRun) -> str | None:
+        """Why an agent that ran did not succeed (None: it did)."""
+        if agent.terminated_by is not None or agent.stop_reason:
+            return agent.stop_reason
         if template.stream_json:
             if agent.result is None:
-                return Outcome(runs.FAILED, error="the agent ended without a final result "
-                               f"message (exit code {agent.exit_code})")
+                return f"the agent ended without a final result message (exit code {agent.exit_code})"
             if agent.result.get("is_error"):
                 said = agent.result.get("result") or agent.result.get("subtype") or "no detail"
-                return Outcome(runs.FAILED, error=f"the agent reported an error: {str(said)[:300]}")
-        title = meta.get("title") or self.task
-        commit = worktree.commit_all(tree, f"{title}\n\nChanges the agent left uncommitted, "
-                                           f"committed by tac8 ({meta.get('worker_id')}).\n")
-        if commit == start_head and not self.undelivered(commit):
-            return Outcome(runs.FAILED, error="exited without changes"
-                           + (f" (exit code {agent.exit_code})" if agent.exit_code else ""))
+                return f"the agent reported an error: {str(said)[:300]}"
+        if agent.exit_code:
+            return f"the agent exited with code {agent.exit_code}"
+        return None
+
+    @property
+    def max_new_bytes(self) -> int:
+        return self.cfg.worker.max_leftover_file_kb * 1024
+
+    def save_work(self, outcome: Outcome, message: str, start_head: str) -> Outcome:
+        """Commit what the agent left as work in progress (the leftovers rule applies) and
+        push it, so nothing is lost; ``outcome`` with the commit, if this run made one."""
+        commit, outcome.skipped = worktree.commit_all(self.tree, message, self.max_new_bytes)
+        if commit == start_head:
+            return outcome
+        outcome.commit = commit
         try:
-            worktree.push(self.cfg, tree, branch)
+            worktree.push(self.cfg, self.tree, self.cfg.branch(self.task))
+        except worktree.GitError as exc:  # kept in the tree; the next attempt pushes it
+            outcome.error = "; ".join(filter(None, [outcome.error, f"WIP not pushed: {exc}"]))
+        return outcome
+
+    def deliver(self, title: str, commit: str, skipped: list[str]) -> Outcome:
+        """Push the branch and open its PR (or find the open one); the PR marker."""
+        branch = self.cfg.branch(self.task)
+        try:
+            worktree.push(self.cfg, self.tree, branch)
         except worktree.GitError as exc:
-            return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit)
+            return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit,
+                           skipped=skipped)
         try:
-            pr = self.open_pr(title)
+            pr = self.open_pr(title, skipped)
         except ExternalError as exc:  # GitHub would not find or open it
-            return Outcome(runs.FAILED, commit=commit,
+            return Outcome(runs.FAILED, commit=commit, skipped=skipped,
                            error=f"pushed {branch}, but could not open its PR: {exc}")
         runs.write_pr_marker(self.cfg, self.task, url=pr["url"], number=pr["number"],
                              head=branch, commit=commit, found_by="worker")
-        return Outcome(runs.PR, commit=commit, pr=pr)
+        return Outcome(runs.PR, commit=commit, pr=pr, skipped=skipped)
 
     def set_question_aside(self) -> None:
         """Copy the agent's ``BLOCKED.md`` (capped; only a regular file is read) to
@@ -488,7 +516,7 @@ class Worker:
         marker = runs.read_pr_marker(self.cfg, self.task)
         return (marker or {}).get("commit") != commit and worktree.commits_ahead(self.cfg, self.tree) > 0
 
-    def open_pr(self, title: str) -> dict[str, Any]:
+    def open_pr(self, title: str, skipped: list[str]) -> dict[str, Any]:
         """The open PR for the branch, created unless one exists; with no GitHub repo
         configured the pushed branch is the result (url empty)."""
         if not self.cfg.github.repo:
@@ -500,15 +528,19 @@ class Worker:
         pr = github.find_open_pr(branch)
         created = pr is None
         if created:
-            pr = github.create_pr(branch, self.cfg.repo.base_branch, title, self.pr_body())
+            pr = github.create_pr(branch, self.cfg.repo.base_branch, title,
+                                  self.pr_body(skipped))
         return {"url": _field(pr, "html_url", "url"), "number": _field(pr, "number"),
                 "created": created}
 
-    def pr_body(self) -> str:
+    def pr_body(self, skipped: list[str]) -> str:
         body = f"Written by an AI agent for tac8 task `{self.task}`."
         number = issue_number(self.task)
         if number is not None:
             body += f"\n\nCloses #{number}."
+        if skipped:
+            body += ("\n\nFiles the agent left that tac8 did not commit:\n\n"
+                     + code_block("\n".join(skipped)))
         return body
 
     # --- the end ---
@@ -522,6 +554,7 @@ class Worker:
             "error": outcome.error, "commit": outcome.commit,
             "cost_usd": result.get("total_cost_usd"), "tokens": tokens if usage else None,
             "turns": result.get("num_turns"), "sandbox": self.sandbox_note,
+            "skipped_leftovers": outcome.skipped or None,
         }
 
         # At least once, each under its run's key (metrics deduplicates): emitted before the

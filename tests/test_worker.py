@@ -175,7 +175,11 @@ def test_runs_without_a_usable_result_fail_whatever_the_exit_code(sandbox, pids,
     cfg = prepare(sandbox, pids, behaviour)
     meta = run_worker(cfg).meta
     assert (meta["outcome"], meta["exit_code"], meta["error"]) == ("failed", exit_code, error)
-    assert not origin_has(sandbox, "auto/t-1") and runs.read_pr_marker(cfg, TASK) is None
+    assert runs.read_pr_marker(cfg, TASK) is None  # no PR for a failed agent's work...
+    if behaviour == "is-error":  # ...but what it committed is kept, as work in progress
+        assert git(sandbox.origin, "rev-parse", "auto/t-1") == meta["commit"]
+    else:
+        assert not origin_has(sandbox, "auto/t-1") and meta["commit"] is None
     [event] = events_of(cfg, "run_finished")
     assert (event["outcome"], event["error"]) == ("failed", error)
 
@@ -184,7 +188,7 @@ def test_agent_without_stream_json_is_judged_by_the_tree(sandbox, pids):
     cfg = prepare(sandbox, pids, "commit")
     cfg = use_agent(sandbox, "exit1", stream_json=False)
     meta = run_worker(cfg).meta
-    assert (meta["outcome"], meta["error"]) == ("failed", "exited without changes (exit code 1)")
+    assert (meta["outcome"], meta["error"]) == ("failed", "the agent exited with code 1")
 
 
 def test_a_silent_agent_is_stopped_after_stall_timeout(sandbox, pids):
@@ -237,7 +241,8 @@ def test_stop_file_and_sigterm_interrupt_the_agent_and_commit_work_in_progress(s
     assert meta["outcome"] == "stopped"
     assert git(tree, "log", "-1", "--format=%s") == "WIP: Stopped by user"
     assert meta["commit"] == git(tree, "rev-parse", "HEAD")
-    assert worktree.dirty_paths(tree) == [] and not origin_has(sandbox, "auto/t-1")
+    assert worktree.dirty_paths(tree) == []
+    assert git(sandbox.origin, "rev-parse", "auto/t-1") == meta["commit"]  # pushed: not lost
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -252,9 +257,10 @@ def test_a_signal_without_stop_fails_the_run_for_a_retry_and_keeps_the_work(sand
     meta = runs.read_run(cfg, TASK).meta
     tree = cfg.tree(TASK)
     assert (meta["outcome"], meta["error"]) == ("failed", f"terminated by signal {int(signum)}")
-    assert git(tree, "log", "-1", "--format=%s") == f"WIP: interrupted by signal {int(signum)}"
+    assert git(tree, "log", "-1", "--format=%s") == f"WIP: terminated by signal {int(signum)}"
     assert meta["commit"] == git(tree, "rev-parse", "HEAD")
-    assert worktree.dirty_paths(tree) == [] and not origin_has(sandbox, "auto/t-1")
+    assert worktree.dirty_paths(tree) == []
+    assert git(sandbox.origin, "rev-parse", "auto/t-1") == meta["commit"]  # pushed: not lost
     [event] = events_of(cfg, "run_finished")
     assert (event["outcome"], event["error"]) == ("failed", f"terminated by signal {int(signum)}")
 
@@ -500,3 +506,23 @@ def test_an_agent_that_points_its_tree_at_a_gitdir_of_its_own_fails_the_run_and_
     assert meta["error"].startswith(f"{cfg.tree(TASK)}: ") and "runs no git there" in meta["error"]
     assert sorted(p.name for p in ran.iterdir()) == []
     assert not origin_has(sandbox, "auto/t-1")
+
+
+def test_a_leftover_secret_is_not_pushed_and_the_pr_says_what_was_left_out(
+        sandbox, pids, fake_github):
+    """An agent that copied a .env (and left a huge file) beside its real change."""
+    script = ("cat > /dev/null; echo 'the change' >> README.md; echo 'TOKEN=gho_SECRET' > .env; "
+              "head -c 2048 /dev/zero > blob.bin; echo 'new module' > module.py")
+    use_command(sandbox, ["sh", "-c", script])
+    sandbox.write_config(github={"repo": fake_github.repo, "host": "github.localhost"},
+                         worker={"max_leftover_file_kb": 1})
+    cfg = prepare_tree(sandbox)
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "pr", meta
+    pushed = git(sandbox.origin, "show", "--name-only", "--format=", "auto/t-1").split()
+    assert sorted(pushed) == ["README.md", "module.py"]
+    assert "gho_SECRET" not in git(sandbox.origin, "log", "-p", "auto/t-1")
+    assert meta["skipped_leftovers"] == [".env (looks like a secret)",
+                                         "blob.bin (2 KB, over [worker] max_leftover_file_kb)"]
+    [pr] = fake_github.pulls.values()
+    assert ".env (looks like a secret)" in pr["body"] and "blob.bin" in pr["body"]
