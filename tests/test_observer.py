@@ -415,3 +415,24 @@ def test_a_single_instance_and_a_warm_sigterm(sandbox, observer, tmp_path):
     assert first.stop() == 0
     log = (tmp_path / "observer.log").read_text()
     assert log.count("observer INFO stopped\n") == 1 and "Traceback" not in log
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo"])
+def test_a_stop_that_is_a_fifo_stops_the_worker_and_no_program_hangs(sandbox, observer,
+                                                                      tmp_path, kind):
+    """STOP as a FIFO (an open() would block for ever) or a symlink to one: its presence
+    means stop, it is never opened, and the observer keeps cycling."""
+    cfg = use_agent(sandbox, "hang", stop_grace=0.3)
+    task = add_task(cfg, "Hostile tree")
+    observer.start()
+    worker = launch(cfg, task)
+    wait_for(lambda: worker.agent(), what="the agent to run")
+    stop = cfg.tree(task) / "STOP"
+    if kind == "fifo":
+        os.mkfifo(stop)
+    else:
+        os.mkfifo(tmp_path / "pipe")
+        stop.symlink_to(tmp_path / "pipe")
+    assert worker.wait(15) == 0
+    wait_for(lambda: section_of(cfg, task) == STOPPED, what="stopped")
+    wait_cycles(cfg, "observer", 2, nudge=lambda: os.utime(cfg.tasks_file))
