@@ -19,6 +19,7 @@ into the configured repository, and is then handed that gitdir (see ``admin_dir`
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 import time
@@ -27,8 +28,8 @@ from pathlib import Path
 
 from shared.config import Config
 from shared.fsio import atomic_write
-from shared.locks import AlreadyHeld, HeldLock, file_lock, hold
 from shared.errors import ExternalError
+from shared.locks import AlreadyHeld, HeldLock, file_lock, hold
 from shared.proc import run
 from shared.treefiles import read_capped
 
@@ -241,26 +242,38 @@ def head(tree: Path) -> str:
 _PATH_AFTER = {"1": 8, "2": 9, "u": 10}  # fields before the path in `git status --porcelain=v2`
 
 
-def _status(tree: Path) -> tuple[str | None, list[str]]:
-    """From one ``git status``: the HEAD commit (None on an unborn branch) and the paths
-    with uncommitted changes or untracked (not ignored) files."""
-    head, dirty = None, []
-    out = tree_git(tree, "status", "--porcelain=v2", "--branch", "--untracked-files=all")
-    for line in out.splitlines():
-        if line.startswith("# branch.oid "):
-            oid = line.removeprefix("# branch.oid ")
-            head = None if oid == "(initial)" else oid
-        elif line.startswith("? "):
-            dirty.append(line[2:])
-        elif line[:1] in _PATH_AFTER:  # a renamed entry ends with "<path>\t<old path>"
-            fields = _PATH_AFTER[line[0]]
-            dirty.append(line.split(" ", fields)[fields].split("\t")[0])
-    return head, dirty
+@dataclass
+class Status:
+    head: str | None  # None on an unborn branch
+    changed: list[str]  # tracked paths with uncommitted changes
+    new: list[str]  # untracked, not ignored
+
+    @property
+    def dirty(self) -> list[str]:
+        return self.changed + self.new
+
+
+def _status(tree: Path) -> Status:
+    """One ``git status`` (NUL-separated: any byte may be in a path)."""
+    status = Status(None, [], [])
+    fields = iter(tree_git(tree, "status", "--porcelain=v2", "-z", "--branch",
+                           "--untracked-files=all").split("\0"))
+    for entry in fields:
+        if entry.startswith("# branch.oid "):
+            oid = entry.removeprefix("# branch.oid ")
+            status.head = None if oid == "(initial)" else oid
+        elif entry.startswith("? "):
+            status.new.append(entry[2:])
+        elif entry[:1] in _PATH_AFTER:
+            status.changed.append(entry.split(" ", _PATH_AFTER[entry[0]])[_PATH_AFTER[entry[0]]])
+            if entry[0] == "2":
+                next(fields, None)  # a rename's original path comes as the next field
+    return status
 
 
 def dirty_paths(tree: Path) -> list[str]:
     """Paths with uncommitted changes or untracked (not ignored) files."""
-    return _status(tree)[1]
+    return _status(tree).dirty
 
 
 def unpublished_commits(cfg: Config, tree: Path) -> int:
@@ -371,15 +384,39 @@ def _identity_env(tree: Path) -> dict[str, str]:
         return {k: v for k, v in _FALLBACK_IDENTITY.items() if k not in os.environ}
 
 
-def commit_all(tree: Path, message: str) -> str | None:
-    """Commit every change in ``tree`` (control files stay excluded); the HEAD commit then."""
-    current, dirty = _status(tree)
-    if not dirty:
-        return current
-    tree_git(tree, "add", "--all")
-    tree_git(tree, "-c", "gc.autoDetach=false", "commit", "--quiet", "--no-verify",
-             "--file=-", stdin=message, env=_identity_env(tree))
-    return head(tree)
+# New files an agent leaves that tac8 never commits for it: they look like secrets.
+SECRET_NAMES = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*",
+                "id_ed25519*", "*.p12", "*.pfx", "credentials*", "*.kdbx", ".netrc",
+                ".git-credentials", ".npmrc", ".pypirc", "*.jks", "*.keystore")
+
+
+def leftover_refusal(tree: Path, path: str, max_bytes: int) -> str | None:
+    """Why a new file the agent left is not committed for it (None: it is)."""
+    name = os.path.basename(path).lower()
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in SECRET_NAMES):
+        return "looks like a secret"
+    try:
+        st = os.lstat(tree / path)
+    except OSError:
+        return "gone"
+    if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+        return f"{st.st_size // 1024} KB, over [worker] max_leftover_file_kb"
+    return None
+
+
+def commit_all(tree: Path, message: str, max_new_bytes: int) -> tuple[str | None, list[str]]:
+    """Commit the changes the agent left in ``tree``: every change to a tracked file, and the
+    new files ``leftover_refusal`` lets through (control files stay excluded). Returns the
+    HEAD commit then, and the new files left out, each with why."""
+    status = _status(tree)
+    refused = {p: why for p in status.new if (why := leftover_refusal(tree, p, max_new_bytes))}
+    wanted = status.changed + [p for p in status.new if p not in refused]
+    if wanted:
+        tree_git(tree, "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul",
+                 stdin="\0".join(wanted))
+        tree_git(tree, "-c", "gc.autoDetach=false", "commit", "--quiet", "--no-verify",
+                 "--file=-", stdin=message, env=_identity_env(tree))
+    return (head(tree) if wanted else status.head), [f"{p} ({why})" for p, why in refused.items()]
 
 
 def push(cfg: Config, tree: Path, branch: str) -> None:

@@ -107,18 +107,45 @@ def test_ensure_needs_the_tasks_own_liveness_lock(sandbox):
             worktree.ensure_worktree(cfg, "t-1", other)
 
 
+MB = 1024 * 1024
+
+
 def test_control_files_are_never_committed(sandbox):
     cfg = sandbox.cfg
     tree = ensure(cfg, "t-1")
     (tree / "STOP").write_text("now\n")
     (tree / "BLOCKED.md").write_text("?\n")
     before = git(tree, "rev-parse", "HEAD")
-    assert worktree.commit_all(tree, "nothing") == before  # nothing to commit
+    assert worktree.commit_all(tree, "nothing", MB) == (before, [])  # nothing to commit
     (tree / "change.txt").write_text("a change\n")
-    after = worktree.commit_all(tree, "Leftovers\n\nfrom the agent\n")
+    after, skipped = worktree.commit_all(tree, "Leftovers\n\nfrom the agent\n", MB)
+    assert skipped == []
     assert after != before and after == git(tree, "rev-parse", "HEAD")
     assert git(tree, "show", "--name-only", "--format=%s", "HEAD").split() == \
         ["Leftovers", "change.txt"]
+
+
+def test_leftovers_that_look_like_secrets_or_are_large_are_not_committed(sandbox):
+    cfg = sandbox.cfg
+    tree = ensure(cfg, "t-1")
+    (tree / "README.md").write_text("changed by the agent\n")  # tracked: always committed
+    files = {"src/app.py": b"print('hi')\n", ".env": b"TOKEN=x\n", ".env.local": b"T=y\n",
+             "deploy/id_ed25519": b"KEY", "certs/site.PEM": b"PEM", "credentials.json": b"{}",
+             "big.bin": b"x" * (MB + 1), "name with\ttab and \u00e9.txt": b"fine\n"}
+    for name, data in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    head, skipped = worktree.commit_all(tree, "the agent's work", MB)
+    committed = git(tree, "show", "--name-only", "--format=", "-z", "HEAD").split("\0")
+    assert sorted(filter(None, committed)) == sorted(
+        ["README.md", "src/app.py", "name with\ttab and \u00e9.txt"])
+    assert sorted(skipped) == sorted([
+        ".env (looks like a secret)", ".env.local (looks like a secret)",
+        "deploy/id_ed25519 (looks like a secret)", "certs/site.PEM (looks like a secret)",
+        "credentials.json (looks like a secret)",
+        "big.bin (1024 KB, over [worker] max_leftover_file_kb)"])
+    assert head == git(tree, "rev-parse", "HEAD")
+    assert (tree / ".env").exists()  # left where the agent put it, only not committed
 
 
 def test_dirty_paths_names_every_kind_of_change(sandbox):
@@ -271,7 +298,7 @@ def test_hooks_and_fsmonitor_planted_by_the_agent_never_run_in_tac8s_git(sandbox
         hook.chmod(0o755)
     git(tree, "config", "core.fsmonitor", str(hooks / "fsmonitor"))
     (tree / "work.txt").write_text("the agent's work\n")
-    assert worktree.commit_all(tree, "the agent's work") is not None
+    assert worktree.commit_all(tree, "the agent's work", MB)[0] is not None
     worktree.push(cfg, tree, cfg.branch("t-1"))
     ensure(cfg, "t-2")
     assert sorted(p.name for p in ran.iterdir()) == []
@@ -340,7 +367,7 @@ def test_a_tree_pointed_at_a_gitdir_of_the_agents_making_is_refused_and_kept(san
     planted = sorted(p.name for p in tree.iterdir())
     worktree.checked_out_branch(tree)  # the launcher's look returns (a FIFO is not opened)
     refused = r"\.git|commondir"
-    for call in (lambda: worktree.commit_all(tree, "the agent's work"),
+    for call in (lambda: worktree.commit_all(tree, "the agent's work", MB),
                  lambda: worktree.push(cfg, tree, cfg.branch("t-1")),
                  lambda: worktree.head(tree),
                  lambda: worktree.dirty_paths(tree),
@@ -366,7 +393,7 @@ def test_a_tree_pointed_at_another_tasks_gitdir_is_refused(sandbox):
     (tree / ".git").write_text((other / ".git").read_text())
     (tree / "work.txt").write_text("the agent's work\n")
     with pytest.raises(worktree.WorktreeError, match="another tree's"):
-        worktree.commit_all(tree, "the agent's work")
+        worktree.commit_all(tree, "the agent's work", MB)
     assert git(other, "rev-parse", "HEAD") == other_head and worktree.dirty_paths(other) == []
 
 
