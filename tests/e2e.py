@@ -36,7 +36,7 @@ from shared import runs
 from shared.config import Config
 from shared.records import read_record, render_record
 from shared.tasks import read_board
-from tests.agents import TEMPLATE_BODY, wait_for
+from tests.agents import FAKE_AGENT, TEMPLATE_BODY, wait_for
 from tests.fakegithub import FakeGitHub
 from tests.sandbox import GIT_IDENTITY, Sandbox, git
 
@@ -79,11 +79,17 @@ class Installation:
         for folder in (root / "state", root / "logs", self.e2e / "gates", self.e2e / "runs"):
             folder.mkdir(parents=True)
         template = self.conf_dir / "worker_template.md"
-        command = [sys.executable, str(AGENT), "--output-format", "stream-json", "--verbose"]
+        # The agents run from a copy outside tac8's checkout, which their sandbox hides.
+        agent = self.e2e / AGENT.name
+        shutil.copy(AGENT, agent)
+        (self.e2e / "agents").mkdir()
+        shutil.copy(FAKE_AGENT, self.e2e / "agents" / FAKE_AGENT.name)
+        command = [sys.executable, str(agent), "--output-format", "stream-json", "--verbose"]
         template.write_text(render_record({"command": command, "env": {"E2E_DIR": str(self.e2e)}},
                                           TEMPLATE_BODY))
         settings = {name: dict(values) for name, values in SETTINGS.items()}
         settings["github"]["repo"] = fake.repo
+        settings["worker"]["sandbox_binds"] = [str(self.e2e)]  # the agents note their runs there
         for name, values in sections.items():
             settings.setdefault(name, {}).update(values)
         self.cfg: Config = self.sandbox.write_config(**settings)  # must be a valid config

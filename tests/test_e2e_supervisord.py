@@ -148,7 +148,7 @@ def test_stop_mid_run_commits_the_work_in_progress_and_stops_the_task(shared):
     assert git(tree, "log", "-1", "--format=%s") == "WIP: Stopped by user"
     assert "work in progress" in git(tree, "show", f"{wip}:README.md")
     assert git(tree, "status", "--porcelain", "--untracked-files=all") == ""
-    assert shared.origin_head(task) is None and shared.pulls(task) == []
+    assert shared.origin_head(task) == wip and shared.pulls(task) == []  # pushed, no PR
     [comment] = shared.comments(task)
     assert comment.startswith(f"Stopped on request (worker {record['worker_id']}). "
                               f"Work in progress is committed as {wip[:7]}")
@@ -168,8 +168,9 @@ def test_a_blocked_task_asks_its_question_on_the_issue(shared):
     assert section == "Blocked" and line.detail("Blocked") == question
     assert shared.run_record(task)["outcome"] == runs.BLOCKED
     [comment] = shared.comments(task)
-    assert comment.startswith(f"The agent is blocked and asks:\n\n> {question}\n")
-    assert (shared.cfg.tree(task) / "BLOCKED.md").read_text().strip() == question  # tree kept
+    assert comment.startswith(f"The agent is blocked and asks:\n\n```\n{question}\n```\n")
+    assert runs.question_file(shared.cfg, task).read_text().strip() == question  # set aside
+    assert shared.cfg.tree(task).is_dir()  # the tree is kept for the next attempt
     assert shared.pulls(task) == [] and shared.origin_head(task) is None
     assert len(shared.agent_runs(task)) == 1
 
