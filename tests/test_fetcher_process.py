@@ -87,12 +87,18 @@ def cfg(sandbox, fake_github):
     return sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.2})
 
 
-def test_a_first_sigterm_is_warm_the_call_in_flight_completes(cfg, fake_github):
+def started_with_an_issue(cfg, fake_github) -> subprocess.Popen:
+    """A fetcher that has polled once: the issue it found is in tasks.md."""
     fake_github.add_issue("from the process")
     proc = start(cfg)
+    wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
+             what="the issue to reach tasks.md")
+    return proc
+
+
+def test_a_first_sigterm_is_warm_the_call_in_flight_completes(cfg, fake_github):
+    proc = started_with_an_issue(cfg, fake_github)
     try:
-        wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
-                 what="the issue to reach tasks.md")
         assert cfg.heartbeat("fetcher").exists()
         with answers_held(fake_github) as held:  # SIGTERM while a gh call hangs
             wait_for(held.is_set, what="the next poll")
@@ -113,11 +119,8 @@ def test_a_first_sigterm_is_warm_the_call_in_flight_completes(cfg, fake_github):
 
 
 def test_a_second_stop_signal_is_cold_and_kills_the_call_in_flight(cfg, fake_github):
-    fake_github.add_issue("from the process")
-    proc = start(cfg)
+    proc = started_with_an_issue(cfg, fake_github)
     try:
-        wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
-                 what="the issue to reach tasks.md")
         with answers_held(fake_github) as held:  # held for longer than stop() waits
             wait_for(held.is_set, what="the next poll")
             gh = wait_for(lambda: gh_children(proc), what="its gh call")
