@@ -91,8 +91,13 @@ def started_with_an_issue(cfg, fake_github) -> subprocess.Popen:
     """A fetcher that has polled once: the issue it found is in tasks.md."""
     fake_github.add_issue("from the process")
     proc = start(cfg)
-    wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
-             what="the issue to reach tasks.md")
+    try:
+        wait_for(lambda: tasks.read_board(cfg.tasks_file).get("gh-1") is not None,
+                 what="the issue to reach tasks.md")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 
