@@ -30,7 +30,7 @@ from watchdog.events import EVENT_TYPE_CREATED, EVENT_TYPE_MOVED
 
 from shared.clock import iso_at, parse_iso
 from shared.config import Config
-from shared.fsio import atomic_write, pending, publish_file, stage_file, sweep_tmp
+from shared.fsio import atomic_write, fsync_dir, pending, publish_file, stage_file, sweep_tmp
 from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages, is_stale, read_metrics
 from shared.program import Program
 from shared.records import RecordError, read_record
@@ -257,6 +257,9 @@ class Metrics:
                 folded += counted
             for path in batch:  # only once their effect is durable
                 path.unlink(missing_ok=True)
+            # The deletes are made durable before a later state write can forget these keys
+            # (SEEN_KEEP): after a power cut, an event both forgotten and back would count twice.
+            fsync_dir(self.cfg.events_dir / "new")
         return folded
 
     def _fold_file(self, path: Path) -> bool:

@@ -326,6 +326,46 @@ def test_a_crash_between_the_state_write_and_the_deletes_counts_nothing_twice(sa
     assert pending(cfg.events_dir) == []
 
 
+def test_the_deletes_of_a_batch_are_made_durable_before_the_next_state_write(
+        sandbox, monkeypatch):
+    """A later state write forgets old keys (SEEN_KEEP); if the deletes of the events those
+    keys stood for were not yet durable, a power cut would bring the events back unremembered
+    and they would be counted twice. So after each batch's deletes, events/new is fsync'd."""
+    cfg = sandbox.cfg
+    monkeypatch.setattr(metrics_module, "FOLD_BATCH", 10)
+    for n in range(25):
+        emit(cfg.events_dir, "worker_launched", task=f"gh-{n}")
+    new_dir = os.path.realpath(cfg.events_dir / "new")
+    journal: list[str] = []  # "unlink", "fsync new/", "state" in the order they happened
+    real_unlink, real_fsync = type(cfg.events_dir).unlink, os.fsync
+    real_write = metrics_module.atomic_write
+
+    def unlink(path, missing_ok=False):
+        if os.path.realpath(path.parent) == new_dir:
+            journal.append("unlink")
+        real_unlink(path, missing_ok=missing_ok)
+
+    def fsync(fd):
+        if os.path.realpath(f"/proc/self/fd/{fd}") == new_dir:
+            journal.append("fsync new/")
+        real_fsync(fd)
+
+    def write(path, data, **kwargs):
+        if Path(path) == state_path(cfg):
+            journal.append("state")
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(type(cfg.events_dir), "unlink", unlink)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(metrics_module, "atomic_write", write)
+    assert Metrics(cfg).fold_pending() == 25
+    assert journal.count("state") == 3 and journal.count("unlink") == 25
+    for n, step in enumerate(journal):
+        if step == "unlink":  # the next step after this batch's deletes is their fsync
+            assert next((s for s in journal[n:] if s != "unlink"), None) == "fsync new/", journal
+    assert journal[-1] == "fsync new/"
+
+
 def test_an_event_repeated_under_its_key_is_counted_once_and_the_memory_is_bounded(
         sandbox, monkeypatch):
     cfg = sandbox.cfg
