@@ -94,6 +94,11 @@ def _event_time(value: Any, folded_at: float) -> float:
     return folded_at if moment is None else min(moment.timestamp(), folded_at)
 
 
+def _run_of(meta: dict[str, Any]) -> str:
+    """The run an event is about (a task is launched again after a failure or a stop)."""
+    return f"{meta.get('task')}/{meta.get('worker_id')}"
+
+
 def _local_date(epoch: float) -> str:
     return datetime.fromtimestamp(epoch).astimezone().date().isoformat()
 
@@ -160,11 +165,11 @@ class Tally:
                 self.rate_limit = {"remaining": _plain(meta.get("remaining")),
                                    "reset": _plain(meta.get("reset")), "at": at}
         elif kind == "worker_launched" and task:
-            self.launched_at[str(task)] = at
+            self.launched_at[_run_of(meta)] = at
             for old in sorted(self.launched_at, key=self.launched_at.get)[:-TRACKED_LAUNCHES]:
                 del self.launched_at[old]
-        elif kind == "pr_created" and str(task) in self.launched_at:
-            seconds = max(0.0, at - self.launched_at[str(task)])
+        elif kind == "pr_created" and _run_of(meta) in self.launched_at:
+            seconds = max(0.0, at - self.launched_at.pop(_run_of(meta)))
             self.launch_to_pr = [*self.launch_to_pr, seconds][-LAUNCH_TO_PR_SAMPLES:]
         elif kind == "run_finished":
             self._fold_run(meta, at)
@@ -181,7 +186,10 @@ class Tally:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if outcome in RECENT_KINDS:
             self._remember(outcome, at)
-        self.launched_at.pop(str(meta.get("task")), None)
+        if outcome != "pr":
+            # No PR will follow. A run that made one keeps its launch time until its
+            # pr_created is folded, whichever of the two events comes first.
+            self.launched_at.pop(_run_of(meta), None)
         cost, tokens = _number(meta.get("cost_usd")), int(_number(meta.get("tokens")))
         self.cost_usd_total += cost
         self.tokens_total += tokens

@@ -564,7 +564,8 @@ class Worker:
         worker_id = meta.get("worker_id")
         if outcome.pr.get("created"):
             emit(self.cfg.events_dir, "pr_created", self.task, url=outcome.pr["url"],
-                 number=outcome.pr["number"], key=run_key(self.task, worker_id, "pr_created"))
+                 number=outcome.pr["number"], worker_id=worker_id,
+                 key=run_key(self.task, worker_id, "pr_created"))
         emit(self.cfg.events_dir, "run_finished", self.task, outcome=outcome.outcome,
              exit_code=agent.exit_code, error=outcome.error, cost_usd=fields["cost_usd"],
              tokens=fields["tokens"], seconds=round(seconds, 1), worker_id=worker_id,

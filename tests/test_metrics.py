@@ -117,6 +117,25 @@ def test_launch_to_pr_median_active_workers_and_pending_count(sandbox):
     assert Metrics(cfg).snapshot()["workers_active"] == 0  # the lock died with its holder
 
 
+def test_launch_to_pr_is_timed_per_run_whatever_comes_between(sandbox):
+    """A run's run_finished may be folded between its launch and its pr_created; a task's
+    earlier run that failed does not lend its launch time to the run that made the PR."""
+    cfg = sandbox.cfg
+    t0 = datetime.now().astimezone() - timedelta(hours=1)
+    _event(cfg, "worker_launched", t0, task="gh-1", worker_id="w-1")
+    _event(cfg, "run_finished", t0 + timedelta(minutes=5), task="gh-1", worker_id="w-1",
+           outcome="failed")
+    _event(cfg, "worker_launched", t0 + timedelta(minutes=10), task="gh-1", worker_id="w-2")
+    _event(cfg, "run_finished", t0 + timedelta(minutes=20), task="gh-1", worker_id="w-2",
+           outcome="pr")
+    _event(cfg, "pr_created", t0 + timedelta(minutes=20, seconds=1), task="gh-1",
+           worker_id="w-2")
+    m = Metrics(cfg)
+    m.fold_pending()
+    assert m.snapshot()["median_seconds_launch_to_pr"] == 601.0
+    assert m.tally.launched_at == {}  # both runs are over: nothing left to wait for
+
+
 def test_health_rises_with_errors_and_recovers_as_they_age_out(sandbox):
     cfg = sandbox.cfg
     _beat_all(cfg)

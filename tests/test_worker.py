@@ -417,6 +417,9 @@ def test_with_github_the_worker_opens_the_pr_once(sandbox, pids, fake_github):
     assert (marker["url"], marker["number"]) == (pr["html_url"], pr["number"])
     [created] = events_of(cfg, "pr_created")
     assert (created["url"], created["number"]) == (pr["html_url"], pr["number"])
+    # the run it names, and before its run_finished: the metrics time launch→PR per run
+    assert created["worker_id"] == meta["worker_id"]
+    assert [e["type"] for e in events_of(cfg, task="gh-5")] == ["pr_created", "run_finished"]
 
     # A retry that adds commits finds the open PR instead of opening a second one.
     runs.start_run(cfg, "gh-5", {"task": "gh-5", "worker_id": "w-def456", "attempt": 2,
