@@ -19,6 +19,7 @@ no inotify watches, the trees folder and each watched tree. Reads never wake it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,13 +36,17 @@ from shared.program import Program
 from shared.records import Record, RecordError, read_record
 from shared.retry import next_retry, retry_value
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board,
-                          archive_earlier_days, edit_tasks, issue_number, make_marker, read_board)
-from shared.text import code_block
+                          archive_earlier_days, edit_tasks, issue_number, make_marker, read_board,
+                          sanitize_title)
+from shared.text import code_block, printable
 from shared.worktree import remove_worktree
 
 RESCAN_EVERY = 60.0  # seconds between rescans when no event arrives (events are hints)
 STOP_FILE, BLOCKED_FILE = treefiles.STOP, treefiles.BLOCKED
 COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in a comment
+QUESTION_LINE_LIMIT = 300  # characters of the question on a Blocked line
+# Markdown lines that are layout, not a question: a heading, a rule or setext underline, a fence
+_NOT_TEXT = re.compile(r"#{1,6}(?:\s|$)|[-=*_ \t]{3,}$|`{3,}|~{3,}")
 
 # Terminal transitions of a run, and the steps after one ("applied" entries).
 DONE, HELD, HALTED, RETRY, GAVE_UP = "completed", "blocked", "stopped", "retry", "failed"
@@ -104,6 +109,17 @@ def _attempt(meta: dict[str, Any]) -> int:
 
 def _error(meta: dict[str, Any]) -> str:
     return str(meta.get("error") or "exited without a PR")
+
+
+def question_line(question: str) -> str:
+    """What a Blocked line shows of an agent's question: its first line that is text (not
+    blank, not Markdown layout such as a ``# Blocked`` heading), sanitised to one line; ""
+    when there is none."""
+    for line in question.splitlines():
+        text = line.strip()
+        if text and not _NOT_TEXT.match(text):
+            return sanitize_title(printable(text), limit=QUESTION_LINE_LIMIT)
+    return ""
 
 
 def _agent_text(text: str) -> str:
@@ -396,8 +412,7 @@ class TaskObserver:
     def plan_blocked(self, task: str, meta: dict[str, Any]) -> Plan:
         worker = meta.get("worker_id")
         question = self.question(task) or str(meta.get("error") or "")
-        first = next((ln.lstrip("#").strip() for ln in question.splitlines() if ln.strip()),
-                     "") or f"see {BLOCKED_FILE} in the tree"
+        first = question_line(question) or f"{BLOCKED_FILE} held no question"
         return Plan(HELD, Move(task, worker, BLOCKED, make_marker(BLOCKED, worker),
                                (("Blocked", first),)),
                     ("task_blocked", {"question": first}),

@@ -1,14 +1,17 @@
 """Pieces of the observer that need no process: the retry schedule (shared/retry.py), the
-pure tasks.md changes, the archive writer and the watch filters."""
+pure tasks.md changes, the archive writer, the watch filters and what a transition says."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 
 from watchdog.events import (FileAttribEvent, FileClosedNoWriteEvent, FileCreatedEvent,
                              FileMovedEvent, FileOpenedEvent)
 
-from services.observer import Move, _about, _not_a_read, apply_moves
+from services.observer import Move, TaskObserver, _about, _not_a_read, apply_moves
+from shared import runs
 from shared.tasks import archive_into, drop_archived
 from shared.clock import stamp
 from shared.retry import backoff_seconds, next_retry, parse_retry, retry_value
@@ -84,3 +87,24 @@ def test_own_reads_never_wake_and_tree_watches_want_only_stop():
     assert stop(FileMovedEvent("/r/trees/t-1/.STOP.tmp.1.ab", "/r/trees/t-1/STOP"))  # atomic
     assert not stop(FileCreatedEvent("/r/trees/t-1/main.py"))
     assert not stop(FileOpenedEvent("/r/trees/t-1/STOP"))
+
+
+def planner(cfg) -> TaskObserver:
+    """An observer that only works out transitions (no loop, no watches)."""
+    return TaskObserver(SimpleNamespace(cfg=cfg, log=logging.getLogger("observer")))
+
+
+def test_the_blocked_line_carries_the_question_not_a_heading(sandbox):
+    cfg = sandbox.cfg
+    cfg.runs_dir.mkdir(parents=True, exist_ok=True)
+    question = ("# Blocked\n\n## Question\n---\n```\nWhich Python versions [3.11 or\t3.12]"
+                " should CI cover?\x1b[2J\n```\nMore context.\n")
+    runs.question_file(cfg, "gh-460").write_text(question)
+    plan = planner(cfg).plan_blocked("gh-460", {"worker_id": "w-1"})
+    first = "Which Python versions (3.11 or 3.12) should CI cover?"
+    assert plan.move.details == (("Blocked", first),)
+    assert plan.event == ("task_blocked", {"question": first})
+    assert "# Blocked" in plan.comment and "More context." in plan.comment  # all of it
+    runs.question_file(cfg, "gh-460").write_text("# Blocked\n\n")
+    assert planner(cfg).plan_blocked("gh-460", {}).move.details == \
+        (("Blocked", "BLOCKED.md held no question"),)
