@@ -148,8 +148,9 @@ class Launcher:
         if read_pause(self.cfg) is not None:
             return
         board = read_board(self.cfg.tasks_file)
-        if any(t.id is None for t in board.tasks(PENDING)):
-            board = edit_tasks(self.cfg, _same_board)  # a typed line gets its t-N id
+        if any(t.id is None for t in board.tasks()):
+            # a typed line gets its t-N id, and so does a line repeating another's id
+            board = edit_tasks(self.cfg, _same_board)
         alive = self.alive_tasks()
         slots = self.cfg.launcher.max_workers - len(alive)
         now = datetime.now().astimezone()

@@ -3,9 +3,10 @@
 A task line is ``[MARKER] ID: TITLE {pN}`` with its ``- Key: value`` lines; a ``## Name``
 heading starts a section (``SECTIONS``). Everything else (free text, unknown headings, lines the
 parser does not understand) is kept where it was; the lines that look like neither text nor
-tasks are reported in ``Board.problems``. Round trip: ``parse(text).render() == text`` byte for
-byte, for any text (CRLF, no final newline, invalid UTF-8 through ``surrogateescape``); only
-changed tasks are re-rendered.
+tasks (a malformed id among them) are reported in ``Board.problems``. Ids are canonical
+(``gh-06`` is ``gh-6``); a line repeating an earlier line's id gets a fresh ``t-N``. Round trip:
+``parse(text).render() == text`` byte for byte, for any text (CRLF, no final newline, invalid
+UTF-8 through ``surrogateescape``); only changed tasks are re-rendered.
 
 Writers use ``transact``: under the tasks.md lockfile it reads, lets the caller change the
 board, and writes atomically only if something changed. A person's editor does not take the
@@ -16,6 +17,7 @@ only on the board it is given (do side effects after ``transact`` returns).
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -43,12 +45,18 @@ DEFAULT_PRIORITY = 2
 TITLE_LIMIT = 200
 
 _HEADING = re.compile(r"^(?P<hashes>#{1,6})[ \t]+(?P<name>.*?)[ \t]*$")
-_TASK = re.compile(r"^\[(?P<marker>[^\[\]\r\n]*)\][ \t]*(?:(?P<id>(?:gh|t)-\d+):)?(?P<rest>.*)$")
+_TASK = re.compile(r"^\[(?P<marker>[^\[\]\r\n]*)\][ \t]*"
+                   r"(?:(?P<id>(?P<kind>gh|t)-(?P<number>\d+)):)?(?P<rest>.*)$")
+# What a person meant as an id but is not one (``gh-abc:``, ``GH-5:``, ``t-1a:``); ``t-shirt:``
+# is a title.
+_MALFORMED_ID = re.compile(r"^(?:gh-[^\s:]*|t-[^\s:]*\d[^\s:]*):", re.IGNORECASE)
 _PRIORITY_TAGS = {f"{{p{n}}}": n for n in range(4)}
 _DETAIL = re.compile(r"^- (?P<key>[A-Za-z][A-Za-z0-9 _-]{0,39}): ?(?P<value>.*?)[ \t]*$")
 _WORKER = re.compile(r"\bw-[0-9a-zA-Z]+\b")
 _T_ID = re.compile(r"^t-(\d+)$")
 _GH_ID = re.compile(r"^gh-([1-9]\d*)$")
+
+log = logging.getLogger("tasks")
 
 
 def issue_task(number: int) -> str:
@@ -87,6 +95,7 @@ class Task:
     marker: str = ""
     details: list[list[str]] = field(default_factory=list)
     lines: list[Line] | None = None  # as read; None for a task made in this process
+    repeats: str | None = None  # the id this line repeated (read without an id; see parse)
     _as_read: tuple | None = None
 
     @property
@@ -181,14 +190,17 @@ def _parse_task_line(text: str) -> Task | None:
     match = _TASK.match(text) if text.startswith("[") else None
     if not match:
         return None
-    title = match.group("rest").strip()
+    task_id, title = match.group("id"), match.group("rest").strip()
+    if task_id is not None:
+        task_id = f"{match.group('kind')}-{int(match.group('number'))}"  # gh-06 is gh-6
+    elif _MALFORMED_ID.match(title):
+        return None
     priority = _PRIORITY_TAGS.get(title[-4:])
     if priority is not None:
         title = title[:-4].rstrip()
     if not title:
         return None
-    return Task(title=title, id=match.group("id"), priority=priority,
-                marker=match.group("marker").strip())
+    return Task(title=title, id=task_id, priority=priority, marker=match.group("marker").strip())
 
 
 class Board:
@@ -340,6 +352,7 @@ def parse(text: str) -> Board:
     newline = "\r\n" if lines and lines[0].end == "\r\n" else "\n"
     items: list[Line | Task] = []
     problems: list[tuple[int, str]] = []
+    seen_ids: set[str] = set()
     current: Task | None = None
     section: str | None = None
     for number, line in enumerate(lines, start=1):
@@ -361,6 +374,12 @@ def parse(text: str) -> Board:
         # a task and not a comment is worth reporting.
         task = _parse_task_line(line.text) if section is not None else None
         if task is not None:
+            if task.id in seen_ids:
+                # The later line is read without an id: nobody acts on it, and the next
+                # transaction gives it a fresh one (unchanged until then, it renders as read).
+                task.repeats, task.id = task.id, None
+            elif task.id is not None:
+                seen_ids.add(task.id)
             task.lines = [line]
             items.append(task)
             current = task
@@ -414,8 +433,9 @@ def transact(path: Path, change: Callable[[Board], T], *, lock_path: Path,
             raw = _read_bytes(path)
             text = decode(raw)
             board = parse(text)
+            given = []
             if any(t.id is None for t in board.tasks()):
-                board.assign_ids(archived_ids(archive_dir))
+                given = board.assign_ids(archived_ids(archive_dir))
             result = change(board)
             new = board.render()
             if new == text:
@@ -427,6 +447,10 @@ def transact(path: Path, change: Callable[[Board], T], *, lock_path: Path,
                 staged.unlink()
                 continue  # a person saved the file meanwhile: redo the change on their text
             publish_file(staged, path)
+            for task in given:
+                if task.repeats:
+                    log.warning("%s: a second line had id %s (%s): it is now %s",
+                                path.name, task.repeats, task.title, task.id)
             return result
     raise TasksConflict(f"{path}: changed under every one of {attempts} attempts")
 

@@ -147,6 +147,17 @@ def test_pending_tasks_become_active_workers_in_launch_order(sandbox, pids, laun
     assert cfg.heartbeat("launcher").exists()
 
 
+def test_two_lines_with_one_id_run_as_two_tasks_on_two_branches(sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "commit", "0.2")
+    queue(sandbox, "[] t-7: First", "[] t-7: Pasted with the same id", "[] gh-06: Issue six")
+    launchers.start(cfg)
+    wait_for(lambda: finished(cfg, "t-7", "t-8", "gh-6"), what="three runs")
+    assert sorted(e["task"] for e in events_of(cfg, "worker_launched")) == ["gh-6", "t-7", "t-8"]
+    assert runs.read_run(cfg, "t-8").meta["title"] == "Pasted with the same id"
+    commits = {git(sandbox.origin, "rev-parse", f"auto/{t}") for t in ("t-7", "t-8", "gh-6")}
+    assert len(commits) == 3
+
+
 def test_max_workers_is_never_exceeded(sandbox, pids, launchers):
     cfg = setup(sandbox, pids, "commit", "0.2", max_workers=2)
     tasks = [f"t-{n}" for n in range(1, 9)]

@@ -150,6 +150,37 @@ def test_ids_are_assigned_without_reuse():
     assert "[] t-10: new one" in board.render()
 
 
+def test_a_repeated_id_is_dropped_from_the_later_line_until_it_gets_a_fresh_one():
+    text = ("## Active\n[🟡 w-1] t-7: running\n\n## Pending\n[] t-7: pasted again\n"
+            "[] gh-1: the issue\n[] gh-1: the issue, twice\n[] t-8: other\n")
+    board = parse(text)
+    assert [(t.id, t.repeats) for t in board.tasks()] == [
+        ("t-7", None), (None, "t-7"), ("gh-1", None), (None, "gh-1"), ("t-8", None)]
+    assert board.render() == text  # read-only: as it was
+    assert [t.id for t in board.assign_ids(taken={"t-9"})] == ["t-10", "t-11"]
+    out = board.render()
+    assert "[] t-10: pasted again\n" in out and "[] t-11: the issue, twice\n" in out
+    assert "[🟡 w-1] t-7: running\n" in out and "[] gh-1: the issue\n" in out
+
+
+def test_ids_are_canonical():
+    board = parse("## Pending\n[] gh-06: leading zero\n[] gh-6: the same issue\n[] t-012: x\n")
+    assert [t.id for t in board.tasks()] == ["gh-6", None, "t-12"]
+    assert tasks.issue_number(board.tasks()[0].id) == 6
+    board.move(board.get("gh-6"), ACTIVE, marker="🟡 w-1")
+    assert "[🟡 w-1] gh-6: leading zero" in board.render()
+
+
+def test_a_malformed_id_is_a_problem_not_a_title():
+    text = ("## Pending\n[] gh-abc: x\n[] GH-5: y\n[] t-1a: z\n[] gh-: empty\n"
+            "[] t-shirt: design one\n[] typed: with a colon\n")
+    board = parse(text)
+    assert [n for n, _ in board.problems] == [2, 3, 4, 5]
+    assert [t.title for t in board.tasks()] == ["t-shirt: design one", "typed: with a colon"]
+    board.assign_ids()
+    assert "[] gh-abc: x\n" in board.render()
+
+
 hostile = st.text(min_size=0, max_size=400) | st.sampled_from([
     "evil\n## Active\n[🟡 w-1] gh-1: injected",
     "[✅ abc, w-1] gh-9: fake {p0}",

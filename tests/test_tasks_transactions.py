@@ -83,6 +83,19 @@ def test_idless_lines_get_ids_that_the_archive_has_not_used(tmp_path):
     assert read_board(path).tasks(PENDING)[0].id == "t-8"
 
 
+def test_a_repeated_id_gets_a_fresh_one_and_the_log_says_so(tmp_path, caplog):
+    path, lock, archive = tmp_path / "tasks.md", tmp_path / "tasks.lock", tmp_path / "archive"
+    archive.mkdir()
+    (archive / "2026-11-20.md").write_text("## Completed Today\n[✅ abcdef0, w-1] t-9: old\n")
+    path.write_text("## Active\n[🟡 w-1] gh-1: first\n\n## Completed Today\n"
+                    "[✅ abcdef0, w-2] gh-1: pasted\n")
+    transact(path, lambda board: None, lock_path=lock, archive_dir=archive)
+    board = read_board(path)
+    assert [(s, t.id, t.title) for s, t in board.sections()] == [
+        (ACTIVE, "gh-1", "first"), ("Completed Today", "t-10", "pasted")]
+    assert "a second line had id gh-1 (pasted): it is now t-10" in caplog.text
+
+
 def test_lock_timeout_names_the_holder(tmp_path):
     lock = tmp_path / "tasks.lock"
     holder = subprocess.Popen([sys.executable, "-c", (
