@@ -35,6 +35,7 @@ from shared.events import emit
 from shared.fsio import atomic_write, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
                            Unavailable)
+from shared.issues import read_issue, withdrawn
 from shared.program import Program
 from shared.records import Record, RecordError, read_record, render_record
 from shared.runs import write_pr_marker
@@ -238,10 +239,7 @@ class Fetcher:
         return pages
 
     def read_snapshot(self, number: int) -> Record | None:
-        try:
-            return read_record(self.cfg.issue_snapshot(number))
-        except (FileNotFoundError, RecordError):
-            return None
+        return read_issue(self.cfg, number)
 
     def write_snapshot(self, summary: dict, body: str) -> None:
         path = self.cfg.issue_snapshot(summary["number"])
@@ -253,12 +251,6 @@ class Fetcher:
             pass
         atomic_write(path, text)
 
-    def _open_and_labelled(self, meta: dict) -> bool:
-        """What the snapshot says; GitHub matches label names ignoring case."""
-        label = self.cfg.github.label.lower()
-        return meta.get("state") == "open" and any(
-            str(name).lower() == label for name in meta.get("labels") or [])
-
     def refresh_vanished(self, current: dict[int, dict], changed: bool) -> None:
         """Fetch each issue whose snapshot says open and labelled but that is no longer in
         the list (one request per such issue, once: its snapshot is then updated)."""
@@ -268,7 +260,7 @@ class Fetcher:
             candidates |= {i["number"] for page in self.memory.issues for i in page["items"]}
         for number in sorted(candidates - set(current)):
             snapshot = self.read_snapshot(number)
-            if snapshot is None or not self._open_and_labelled(snapshot.meta):
+            if snapshot is None or withdrawn(self.cfg, snapshot.meta):
                 continue
             try:
                 issue = self.gh.get_issue(number)
@@ -287,10 +279,9 @@ class Fetcher:
                 if number is None or number in current:
                     continue
                 snapshot = self.read_snapshot(number)
-                if snapshot is None or self._open_and_labelled(snapshot.meta):
-                    continue
-                state = snapshot.meta.get("state")
-                reasons[task.id] = "unlabelled" if state == "open" else str(state)
+                reason = withdrawn(self.cfg, snapshot.meta) if snapshot else None
+                if reason:
+                    reasons[task.id] = reason
 
         def remove(board: tasks.Board) -> list[str]:
             gone = [t for t in board.tasks(tasks.PENDING) if t.id in reasons]

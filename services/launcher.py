@@ -31,7 +31,7 @@ from typing import Any
 
 from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent
 
-from shared import runs, worktree
+from shared import issues, runs, worktree
 from shared.config import CHECKOUT
 from shared.clock import now_iso, stamp
 from shared.events import emit, run_key
@@ -88,6 +88,17 @@ def _previous_question(cfg: Any, task_id: str) -> str:
         return runs.question_file(cfg, task_id).read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _note_errors(errors: dict[str, str], board: Board) -> list[str]:
+    """Set ``- Error:`` on Pending lines (a pure change); the tasks whose line changed."""
+    noted = []
+    for task in board.tasks(PENDING):
+        error = errors.get(task.id or "")
+        if error and task.detail("Error") != error:
+            task.set_detail("Error", error)
+            noted.append(task.id)
+    return noted
 
 
 def _hold_back(task_id: str, retry: str, error: str, board: Board) -> None:
@@ -152,9 +163,11 @@ class Launcher:
             # a typed line gets its t-N id, and so does a line repeating another's id
             board = edit_tasks(self.cfg, _same_board)
         alive = self.alive_tasks()
+        withdrawn = self.withdrawn(board)
         slots = self.cfg.launcher.max_workers - len(alive)
         now = datetime.now().astimezone()
-        waiting = [(t, self.retry_of(t)) for t in board.launch_order() if t.id and t.id not in alive]
+        waiting = [(t, self.retry_of(t)) for t in board.launch_order()
+                   if t.id and t.id not in alive and t.id not in withdrawn]
         due = [t for t, retry in waiting if retry is None or retry.not_before <= now]
         self.next_retry = min((r.not_before for _, r in waiting if r and r.not_before > now),
                               default=None)
@@ -163,6 +176,21 @@ class Launcher:
                 slots -= 1
         if due and self.may_launch():  # tasks wait for a slot: get ready for the next one
             self.prepare(due[: self.cfg.launcher.max_workers])
+
+    def withdrawn(self, board: Board) -> set[str]:
+        """Pending tasks whose issue was closed, deleted or unlabelled (the fetcher's snapshot
+        says so): never launched. Their line says why; the fetcher removes it at its next poll,
+        and adds it again if the issue is reopened (or relabelled)."""
+        errors = {}
+        for task in board.tasks(PENDING):
+            reason = issues.task_withdrawn(self.cfg, task.id) if task.id else None
+            if reason:
+                what, todo = issues.explain(self.cfg, task.id, reason)
+                errors[task.id] = f"not launched: {what}; {todo} to run it"
+        if any(board.get(task_id).detail("Error") != error for task_id, error in errors.items()):
+            for task_id in edit_tasks(self.cfg, functools.partial(_note_errors, errors)):
+                self.log.info("%s: %s", task_id, errors[task_id])
+        return set(errors)
 
     def seconds_until_due(self) -> float:
         """How long the loop may sleep: until the next retry comes due, or the next look at

@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from shared import runs, treefiles
+from shared import issues, runs, treefiles
 from shared.clock import now_iso, parse_iso, stamp
 from shared.config import Config
 from shared.events import emit, run_key
@@ -423,15 +423,26 @@ class TaskObserver:
                     "question.")
 
     def plan_stopped(self, task: str, meta: dict[str, Any]) -> Plan:
+        """A person's STOP, or the fetcher's for an issue closed or unlabelled (its snapshot
+        says which): the comment says why, and how to resume."""
         worker, commit = meta.get("worker_id"), meta.get("commit")
         wip = f" · WIP commit {_short(commit)}" if commit else ""
         saved = (f" Work in progress is committed as {_short(commit)} on branch "
                  f"{self.cfg.branch(task)}." if commit else "")
+        reason = issues.task_withdrawn(self.cfg, task)
+        if reason:
+            what, todo = issues.explain(self.cfg, task, reason)
+            why = f" · {what}"
+            comment = (f"Stopped: {what} (worker {worker}).{saved} To resume, {todo}, then "
+                       "move the task back to Pending in tasks.md.")
+        else:
+            why = ""
+            comment = (f"Stopped on request (worker {worker}).{saved} "
+                       "Move the task back to Pending in tasks.md to resume.")
         return Plan(HALTED, Move(task, worker, STOPPED, make_marker(STOPPED, worker),
-                                 (("Stopped", stamp(_ended(meta)) + wip),)),
-                    ("task_stopped", {"commit": commit}),
-                    f"Stopped on request (worker {worker}).{saved} "
-                    "Move the task back to Pending in tasks.md to resume.")
+                                 (("Stopped", stamp(_ended(meta)) + why + wip),)),
+                    ("task_stopped", {"commit": commit, "reason": reason or "request"}),
+                    None if reason == issues.DELETED else comment)  # nowhere to post it
 
     def plan_retry(self, task: str, meta: dict[str, Any]) -> Plan:
         retry = next_retry(self.cfg, _attempt(meta), _ended(meta))

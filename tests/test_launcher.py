@@ -25,6 +25,7 @@ from shared.config import CHECKOUT
 from shared.locks import hold
 from shared.clock import stamp
 from shared.pause import pause, read_pause, resume
+from shared.records import write_record
 from shared.tasks import ACTIVE, PENDING, read_board
 from tests.agents import descendants, events_of, is_worker, survivors, use_agent, \
     use_command, wait_cycles, wait_for, zombies
@@ -156,6 +157,31 @@ def test_two_lines_with_one_id_run_as_two_tasks_on_two_branches(sandbox, pids, l
     assert runs.read_run(cfg, "t-8").meta["title"] == "Pasted with the same id"
     commits = {git(sandbox.origin, "rev-parse", f"auto/{t}") for t in ("t-7", "t-8", "gh-6")}
     assert len(commits) == 3
+
+
+def test_a_task_whose_issue_was_closed_or_unlabelled_is_not_launched(sandbox, pids, launchers):
+    """Say a Stopped task (its issue closed) is moved back to Pending: it must not run."""
+    cfg = setup(sandbox, pids, "commit")
+    labels = {"gh-5": ("closed", ["agent"]), "gh-6": ("open", ["bug"]),
+              "gh-7": ("open", ["Agent"])}  # GitHub matches labels ignoring case
+    for task, (state, names) in labels.items():
+        number = int(task[3:])
+        write_record(cfg.issue_snapshot(number), {"number": number, "state": state,
+                                                  "labels": names}, "text")
+    queue(sandbox, "[] gh-5: Closed {p0}", "- Stopped: 2026-11-24 09:40:11",
+          "[] gh-6: Unlabelled {p0}", "[] gh-7: Open and labelled")
+    launchers.start(cfg)
+    wait_for(lambda: finished(cfg, "gh-7"), what="gh-7")
+    board = wait_for(lambda: (b := read_board(cfg.tasks_file)).get("gh-6").detail("Error") and b,
+                     what="the Error lines")
+    assert board.get("gh-5").detail("Error") == \
+        "not launched: issue #5 was closed; reopen the issue to run it"
+    assert board.get("gh-6").detail("Error") == \
+        "not launched: issue #6 lost its 'agent' label; label the issue 'agent' again to run it"
+    wait_cycles(cfg, "launcher", 2, nudge=partial(nudge, cfg))
+    assert [e["task"] for e in events_of(cfg, "worker_launched")] == ["gh-7"]
+    assert {board.find(t)[0] for t in ("gh-5", "gh-6")} == {PENDING}
+    assert not cfg.tree("gh-5").exists() and not cfg.tree("gh-6").exists()  # nor prepared
 
 
 def test_max_workers_is_never_exceeded(sandbox, pids, launchers):

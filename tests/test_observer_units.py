@@ -12,6 +12,7 @@ from watchdog.events import (FileAttribEvent, FileClosedNoWriteEvent, FileCreate
 
 from services.observer import Move, TaskObserver, _about, _not_a_read, apply_moves
 from shared import runs
+from shared.records import write_record
 from shared.tasks import archive_into, drop_archived
 from shared.clock import stamp
 from shared.retry import backoff_seconds, next_retry, parse_retry, retry_value
@@ -108,3 +109,31 @@ def test_the_blocked_line_carries_the_question_not_a_heading(sandbox):
     runs.question_file(cfg, "gh-460").write_text("# Blocked\n\n")
     assert planner(cfg).plan_blocked("gh-460", {}).move.details == \
         (("Blocked", "BLOCKED.md held no question"),)
+
+
+def test_the_stop_comment_says_why_it_stopped_and_how_to_resume(sandbox):
+    cfg = sandbox.cfg
+    meta = {"worker_id": "w-1", "commit": "9d1e2f0aa", "finished": "2026-11-24T09:40:11+00:00"}
+
+    def stopped(task, state=None, labels=("agent",)):
+        if state:
+            number = int(task[3:])
+            write_record(cfg.issue_snapshot(number), {"number": number, "state": state,
+                                                      "labels": list(labels)})
+        return planner(cfg).plan_stopped(task, meta)
+
+    saved = "Work in progress is committed as 9d1e2f0 on branch auto/{}."
+    plan = stopped("gh-5", "closed")
+    assert plan.comment == (f"Stopped: issue #5 was closed (worker w-1). {saved.format('gh-5')}"
+                            " To resume, reopen the issue, then move the task back to Pending"
+                            " in tasks.md.")
+    assert plan.move.details[0][1].endswith(" · issue #5 was closed · WIP commit 9d1e2f0")
+    assert plan.event == ("task_stopped", {"commit": "9d1e2f0aa", "reason": "closed"})
+    plan = stopped("gh-6", "open", labels=["bug"])
+    assert plan.comment.startswith("Stopped: issue #6 lost its 'agent' label (worker w-1).")
+    assert "To resume, label the issue 'agent' again, then move the task back" in plan.comment
+    for plan in (stopped("gh-7", "open"), stopped("gh-8"), stopped("t-9")):  # a person's STOP
+        assert plan.comment.startswith("Stopped on request (worker w-1).")
+        assert plan.comment.endswith("Move the task back to Pending in tasks.md to resume.")
+        assert plan.event[1]["reason"] == "request"
+    assert stopped("gh-10", "deleted").comment is None  # no issue left to comment on
