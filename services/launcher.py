@@ -11,8 +11,10 @@ writes a fresh run record, claims the line and starts the worker in a new sessio
 launch puts the task back with a retry time; the same failure ``PAUSE_AFTER`` times in a row
 pauses launching, and so does health ``critical`` (``degraded`` removes stale trees). While
 tasks wait for a slot it makes the next tree in advance, so a freed slot does not wait for
-``git worktree add``. Workers are reaped through their ``Popen`` objects, never by a SIGCHLD
-handler (one calling ``waitpid(-1)`` would steal the exit status of other subprocesses).
+``git worktree add`` (a task dropped before its launch takes that tree and branch with it).
+A Pending task whose issue was closed or unlabelled is never launched. Workers are reaped
+through their ``Popen`` objects, never by a SIGCHLD handler (one calling ``waitpid(-1)`` would
+steal the exit status of other subprocesses).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class Launcher:
         self.launch_failures: dict[str, int] = {}  # task → consecutive failed launches
         self.last_failure: tuple[str, int] = ("", 0)  # (error shape, times in a row)
         self.unpreparable: set[str] = set()
+        self.prepared: set[str] = set()  # trees made in advance, for tasks not launched since
         self.toggle_requested = False
         self.health: str | None = None
         self.health_mtime: float | None = None
@@ -164,6 +167,7 @@ class Launcher:
             board = edit_tasks(self.cfg, _same_board)
         alive = self.alive_tasks()
         withdrawn = self.withdrawn(board)
+        self.remove_dropped(board.ids() - withdrawn, alive)
         slots = self.cfg.launcher.max_workers - len(alive)
         now = datetime.now().astimezone()
         waiting = [(t, self.retry_of(t)) for t in board.launch_order()
@@ -288,6 +292,7 @@ class Launcher:
         self.launch_failures.pop(task_id, None)
         self.last_failure = ("", 0)
         self.unpreparable.discard(task_id)
+        self.prepared.discard(task_id)  # the tree is the run's now
         self.log.info("launched %s as %s (attempt %d/%d, pid %d) in %.1f ms, worktree %.1f ms",
                       task_id, worker_id, attempt, max_attempts, proc.pid,
                       (time.monotonic() - began) * 1000, tree_ms)
@@ -370,11 +375,34 @@ class Launcher:
         with lock:
             try:
                 self.tree_for(task_id, lock)
+                self.prepared.add(task_id)
             except (worktree.GitError, worktree.WorktreeError, OSError) as exc:
                 self.unpreparable.add(task_id)  # its launch will report the error
                 self.log.debug("could not prepare %s: %s", task_id, exc)
         if len(todo) > 1:
             self.prog.wake()
+
+    def remove_dropped(self, wanted: set[str], alive: set[str]) -> None:
+        """Remove the trees made in advance for tasks no longer ``wanted`` (the line deleted,
+        or its issue closed), with their branches: nothing was done in them. The guarded
+        removal keeps one with changes or commits the remote lacks (a person worked there)."""
+        removed, kept = [], []
+        for task_id in sorted(self.prepared - wanted - alive):
+            try:
+                why = worktree.remove_worktree(self.cfg, task_id, with_branch=True)
+            except worktree.GitError as exc:
+                why = f"removal failed: {exc}"
+            if why == "its worker is alive":
+                continue  # its lock is held a moment (another removal): next pass
+            self.prepared.discard(task_id)
+            if why:
+                kept.append(f"{task_id}: {why}")
+            else:
+                removed.append(task_id)
+        if removed or kept:
+            emit(self.cfg.events_dir, "worktrees_cleaned", removed=removed, kept=kept)
+            self.log.info("dropped before launch: removed trees and branches %s; kept %s",
+                          removed or "none", kept or "none")
 
     # --- pause and health ---
     def pause_launching(self, reason: str) -> None:

@@ -7,7 +7,7 @@ caller's, or taken by ``remove_worktree``): holding it proves that no worker use
   usable worktree is moved aside (never deleted); an existing local or remote branch is
   checked out, not re-created. No "already exists" can repeat.
 * ``remove_worktree`` is the only removal, and it keeps a tree whose worker is alive, a tree
-  with uncommitted changes and a tree with commits not on the remote.
+  with uncommitted changes and a tree with commits not on the remote (and so a branch).
 * The trees folder, and ``STOP`` and ``BLOCKED.md`` at the top of every tree, are ignored
   through the common ``.git/info/exclude`` (edited under ``state/locks/git-exclude.lock``).
 
@@ -428,9 +428,10 @@ def push(cfg: Config, tree: Path, branch: str) -> None:
 
 # --- guarded removal ----------------------------------------------------------------------
 
-def remove_worktree(cfg: Config, task: str) -> str | None:
+def remove_worktree(cfg: Config, task: str, with_branch: bool = False) -> str | None:
     """Remove the task's tree unless that would lose something; returns why it was kept,
-    or None once it is gone. The branch stays (a later retry checks it out again)."""
+    or None once it is gone. The branch stays (a later retry checks it out again), unless
+    ``with_branch`` (the task is dropped) and the remote has all its commits."""
     tree = cfg.tree(task)
     try:
         lock = hold(cfg.liveness_lock(task), wait=0.05)
@@ -439,7 +440,7 @@ def remove_worktree(cfg: Config, task: str) -> str | None:
     with lock:
         if not os.path.lexists(tree):
             git(cfg.repo.path, "worktree", "prune")
-            return None
+            return _remove_branch(cfg, task) if with_branch else None
         common_dir(cfg)
         try:
             if admin_dir(tree) is None:
@@ -450,7 +451,21 @@ def remove_worktree(cfg: Config, task: str) -> str | None:
         if reason:
             return reason
         git(cfg.repo.path, "worktree", "remove", str(tree))
+        return _remove_branch(cfg, task) if with_branch else None
+
+
+def _remove_branch(cfg: Config, task: str) -> str | None:
+    """Delete the task's branch (its tree is gone) unless it has commits the remote lacks;
+    why it was kept, or None."""
+    repo, branch = cfg.repo.path, cfg.branch(task)
+    if not _ref_exists(repo, f"refs/heads/{branch}"):
         return None
+    unpublished = int(git(repo, "rev-list", "--count", f"refs/heads/{branch}", "--not",
+                          f"--remotes={cfg.repo.remote}"))
+    if unpublished:
+        return f"branch {branch}: {unpublished} commit(s) not on the remote"
+    git(repo, "branch", "--quiet", "-D", branch)
+    return None
 
 
 def task_trees(cfg: Config) -> list[str]:

@@ -26,7 +26,7 @@ from shared.locks import hold
 from shared.clock import stamp
 from shared.pause import pause, read_pause, resume
 from shared.records import write_record
-from shared.tasks import ACTIVE, PENDING, read_board
+from shared.tasks import ACTIVE, PENDING, edit_tasks, read_board
 from tests.agents import descendants, events_of, is_worker, survivors, use_agent, \
     use_command, wait_cycles, wait_for, zombies
 from tests.sandbox import git
@@ -182,6 +182,22 @@ def test_a_task_whose_issue_was_closed_or_unlabelled_is_not_launched(sandbox, pi
     assert [e["task"] for e in events_of(cfg, "worker_launched")] == ["gh-7"]
     assert {board.find(t)[0] for t in ("gh-5", "gh-6")} == {PENDING}
     assert not cfg.tree("gh-5").exists() and not cfg.tree("gh-6").exists()  # nor prepared
+
+
+def test_a_tree_made_in_advance_goes_with_its_branch_when_its_task_is_dropped(
+        sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "hang", max_workers=1)
+    queue(sandbox, "[] t-1: Takes the only slot", "[] t-2: Waits, and is then deleted")
+    launchers.start(cfg)
+    wait_for(lambda: worktree.checked_out_branch(cfg.tree("t-2")) == "auto/t-2",
+             what="t-2's tree made in advance")
+    edit_tasks(cfg, lambda board: board.remove(board.get("t-2")))
+    [cleaned] = wait_for(lambda: events_of(cfg, "worktrees_cleaned"), what="the removal")
+    assert (cleaned["removed"], cleaned["kept"]) == (["t-2"], [])
+    assert not cfg.tree("t-2").exists()
+    assert git(sandbox.repo, "branch", "--list", "auto/t-2") == ""
+    assert runs.read_run(cfg, "t-2") is None
+    (cfg.tree("t-1") / "STOP").write_text("now")  # the hanging agent, stopped
 
 
 def test_max_workers_is_never_exceeded(sandbox, pids, launchers):

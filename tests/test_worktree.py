@@ -185,6 +185,28 @@ def test_guarded_removal_keeps_dirty_unpushed_and_live_trees(sandbox):
     assert worktree.remove_worktree(cfg, "t-5") is None  # already gone: fine
 
 
+def test_removal_with_the_branch_keeps_a_branch_the_remote_lacks(sandbox):
+    """A dropped task's tree goes with its branch; a branch with a commit the remote lacks
+    stays, even when its tree is gone already."""
+    cfg = sandbox.cfg
+    ensure(cfg, "t-1")  # made in advance: nothing done in it
+    pushed = ensure(cfg, "t-2")
+    commit_file(pushed, "pushed.txt")
+    worktree.push(cfg, pushed, "auto/t-2")
+    unpushed = ensure(cfg, "t-3")
+    commit_file(unpushed, "unpushed.txt")
+    git(sandbox.repo, "worktree", "remove", "--force", str(unpushed))  # a person's rm
+
+    assert worktree.remove_worktree(cfg, "t-1", with_branch=True) is None
+    assert worktree.remove_worktree(cfg, "t-2", with_branch=True) is None
+    assert worktree.remove_worktree(cfg, "t-3", with_branch=True) == \
+        "branch auto/t-3: 1 commit(s) not on the remote"
+    branches = git(sandbox.repo, "branch", "--list", "auto/*", "--format=%(refname:short)")
+    assert branches.split() == ["auto/t-3"]
+    assert worktree.task_trees(cfg) == []
+    assert git(sandbox.origin, "rev-parse", "auto/t-2")  # only the local branch went
+
+
 def test_clean_stale_spares_the_kept_tasks(sandbox):
     cfg = sandbox.cfg
     for task in ("t-1", "t-2", "t-3"):
