@@ -46,6 +46,7 @@ from shared.prompt import TemplateError, load_template, prompt_values, render
 from shared.retry import Retry, backoff_seconds, parse_retry, retry_value
 from shared.tasks import ACTIVE, BLOCKED, FAILED, PENDING, STOPPED, Board, Task, edit_tasks, \
     make_marker, read_board
+from shared.text import encodable
 
 RESCAN = 60.0  # seconds between rescans when nothing wakes it and no retry comes due
 LOW_MEMORY_RESCAN = 5.0  # memory coming back wakes nothing: look again this often
@@ -125,6 +126,7 @@ class Launcher:
         self.launch_failures: dict[str, int] = {}  # task → consecutive failed launches
         self.last_failure: tuple[str, int] = ("", 0)  # (error shape, times in a row)
         self.unpreparable: set[str] = set()
+        self.repaired_titles: set[str] = set()  # tasks whose title held bytes not UTF-8 (logged)
         self.prepared: set[str] = set()  # trees made in advance, for tasks not launched since
         self.toggle_requested = False
         self.health: str | None = None
@@ -256,29 +258,21 @@ class Launcher:
         began = time.monotonic()
         with lock:
             try:
-                tree, tree_ms = self.tree_for(task_id, lock)
-                question = _previous_question(cfg, task_id)
-                prompt = self.render_prompt(task, attempt, question)
+                claimed = self.begin_run(task, lock, attempt, max_attempts)
             except (worktree.GitError, worktree.WorktreeError) as exc:
                 self.launch_failed(task_id, attempt, max_attempts, str(exc), worktree_error=True)
                 return False
             except (TemplateError, OSError) as exc:
                 self.launch_failed(task_id, attempt, max_attempts, str(exc))
                 return False
-            worker_id = runs.new_worker_id()
-            atomic_write(runs.prompt_file(cfg, task_id), prompt)
-            started = (f"{stamp()} · attempt {attempt}/{max_attempts} · "
-                       f"{os.path.relpath(tree, cfg.repo.path)} · {cfg.branch(task_id)}")
-            previous = runs.start_run(cfg, task_id, {
-                "task": task_id, "worker_id": worker_id, "attempt": attempt, "pid": None,
-                "started": now_iso(), "branch": cfg.branch(task_id), "worktree": str(tree),
-                "title": task.title,
-            })
-            if not edit_tasks(cfg, functools.partial(_claim, task_id, worker_id, started)):
-                # A person moved or removed it meanwhile: the last run's record (outcome,
-                # cost, applied) is put back, as if this launch had not begun.
-                runs.restore_run(cfg, task_id, worker_id, previous)
+            except Exception as exc:  # a bug, or data nobody foresaw: only this task waits
+                self.log.exception("launching %s: unexpected error", task_id)
+                self.launch_failed(task_id, attempt, max_attempts,
+                                   f"unexpected error: {type(exc).__name__}: {exc}")
                 return False
+            if claimed is None:
+                return False
+            worker_id, tree_ms = claimed
             try:
                 proc = self.spawn(task_id, lock)
             except OSError as exc:
@@ -297,6 +291,41 @@ class Launcher:
                       task_id, worker_id, attempt, max_attempts, proc.pid,
                       (time.monotonic() - began) * 1000, tree_ms)
         return True
+
+    def begin_run(self, task: Task, lock: HeldLock, attempt: int,
+                  max_attempts: int) -> tuple[str, float] | None:
+        """Everything before the worker starts: the tree, the prompt, a fresh run record, the
+        line moved to Active. The new worker id and the tree's milliseconds; None if a
+        person moved or removed the line meanwhile."""
+        cfg, task_id = self.cfg, task.id
+        tree, tree_ms = self.tree_for(task_id, lock)
+        title = self.valid_title(task)
+        prompt = self.render_prompt(task_id, title, attempt, _previous_question(cfg, task_id))
+        worker_id = runs.new_worker_id()
+        atomic_write(runs.prompt_file(cfg, task_id), prompt)
+        started = (f"{stamp()} · attempt {attempt}/{max_attempts} · "
+                   f"{os.path.relpath(tree, cfg.repo.path)} · {cfg.branch(task_id)}")
+        previous = runs.start_run(cfg, task_id, {
+            "task": task_id, "worker_id": worker_id, "attempt": attempt, "pid": None,
+            "started": now_iso(), "branch": cfg.branch(task_id), "worktree": str(tree),
+            "title": title,
+        })
+        if not edit_tasks(cfg, functools.partial(_claim, task_id, worker_id, started)):
+            # A person moved or removed it meanwhile: the last run's record (outcome,
+            # cost, applied) is put back, as if this launch had not begun.
+            runs.restore_run(cfg, task_id, worker_id, previous)
+            return None
+        return worker_id, tree_ms
+
+    def valid_title(self, task: Task) -> str:
+        """The title as the prompt, the run record, git and GitHub get it: bytes that are not
+        UTF-8 (tasks.md may hold any) replaced, and reported once. tasks.md keeps them."""
+        title = encodable(task.title)
+        if title != task.title and task.id not in self.repaired_titles:
+            self.repaired_titles.add(task.id)
+            self.log.warning("%s: the title holds bytes that are not UTF-8; the agent, git and "
+                             "GitHub get it as %r", task.id, title)
+        return title
 
     def tree_for(self, task_id: str, lock: HeldLock) -> tuple[Path, float]:
         """The task's tree (ensured) and the milliseconds it took."""
@@ -317,11 +346,11 @@ class Launcher:
         except worktree.GitError as exc:  # offline: branch from what we have
             self.log.warning("could not fetch the base branch: %s", exc)
 
-    def render_prompt(self, task: Task, attempt: int, question: str) -> str:
+    def render_prompt(self, task_id: str, title: str, attempt: int, question: str) -> str:
         template = load_template(self.cfg.worker.template)
         if shutil.which(template.command[0]) is None:
             raise TemplateError(f"agent command not found: {template.command[0]}")
-        return render(template, prompt_values(self.cfg, task.id, task.title, attempt, question))
+        return render(template, prompt_values(self.cfg, task_id, title, attempt, question))
 
     def spawn(self, task_id: str, lock: HeldLock) -> subprocess.Popen:
         """The task's worker, in a new session, handed the liveness lock."""

@@ -8,6 +8,10 @@ clear the screen, move the cursor, retitle the window or ring the bell; tab and 
 than any run of backticks in it (the text cannot close the fence), with ``@`` and ``<!--``
 broken by a zero-width space: it mentions nobody and cannot forge an HTML comment such as
 the outbox's ``<!-- tac8:KEY -->`` marker, whatever a renderer makes of the fence.
+
+``encodable``: for anything that must be valid UTF-8 (a prompt, a record, git, GitHub).
+tasks.md may hold any bytes; the ones that are not UTF-8 are read as lone surrogates
+(``surrogateescape``), which no encoder takes: each becomes U+FFFD.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ _CONTROLS = re.compile(
     r"|\x1b[ -/]*[0-~]"  # any other escape sequence
     r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # any other control character but tab and newline
 _BACKTICKS = re.compile(r"`+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 ZERO_WIDTH_SPACE = "\u200b"
 
 
@@ -36,3 +41,8 @@ def code_block(text: str) -> str:
     longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}\n{text}\n{fence}"
+
+
+def encodable(text: str) -> str:
+    """``text`` with every lone surrogate (a byte that was not UTF-8) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)

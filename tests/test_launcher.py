@@ -200,6 +200,22 @@ def test_a_tree_made_in_advance_goes_with_its_branch_when_its_task_is_dropped(
     (cfg.tree("t-1") / "STOP").write_text("now")  # the hanging agent, stopped
 
 
+def test_a_title_with_bytes_that_are_not_utf8_is_repaired_and_every_task_runs(
+        sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "commit", "0.2")
+    # tasks.md may hold any bytes: a person's editor saved one title in Latin-1.
+    cfg.tasks_file.write_bytes(b"# Tasks\n\n## Active\n\n## Pending\n"
+                               b"[] t-1: Fix the caf\xe9 menu {p0}\n[] t-2: A plain task\n")
+    launcher = launchers.start(cfg)
+    wait_for(lambda: finished(cfg, "t-1", "t-2"), what="both runs")
+
+    assert runs.read_run(cfg, "t-1").meta["title"] == "Fix the caf\ufffd menu"
+    assert "Fix the caf\ufffd menu" in runs.prompt_file(cfg, "t-1").read_text(encoding="utf-8")
+    assert runs.read_run(cfg, "t-2").meta["outcome"] == "pr"
+    assert b"] t-1: Fix the caf\xe9 menu {p0}\n" in cfg.tasks_file.read_bytes()  # kept as saved
+    assert launcher.log.read_text().count("bytes that are not UTF-8") == 1
+
+
 def test_max_workers_is_never_exceeded(sandbox, pids, launchers):
     cfg = setup(sandbox, pids, "commit", "0.2", max_workers=2)
     tasks = [f"t-{n}" for n in range(1, 9)]

@@ -1,18 +1,20 @@
 """The launcher's hand-offs: a blocked task answered and launched again, a claim that fails,
-the launch event, and the pause toggle under its lock."""
+a launch that raises, the launch event, and the pause toggle under its lock."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from services import launcher as launcher_module
 from services.launcher import Launcher
 from shared import runs, worktree
 from shared.fsio import pending
 from shared.locks import file_lock, hold
 from shared.pause import read_pause, toggle
 from shared.records import read_record, write_record
-from shared.tasks import BLOCKED, edit_tasks, read_board
+from shared.retry import parse_retry
+from shared.tasks import ACTIVE, BLOCKED, PENDING, edit_tasks, read_board
 from tests.agents import events_of, wait_for
 from tests.test_launcher import finished, launchers, nothing_left_behind, pids, queue, \
     setup  # noqa: F401  (fixtures)
@@ -63,6 +65,42 @@ def test_a_claim_that_fails_leaves_the_last_run_s_record_alone(sandbox, pids):
     assert Launcher(InProcess(cfg)).launch(task) is False
     assert runs.read_run(cfg, "t-1").meta == old
     assert events_of(cfg, "worker_launched") == []
+
+
+class InProcessLoop(InProcess):
+    """What a whole launcher cycle uses besides."""
+
+    stopping = False
+
+    def wake(self):
+        pass
+
+
+def test_a_launch_that_raises_sets_its_task_aside_and_the_cycle_goes_on(
+        sandbox, pids, monkeypatch, caplog):
+    cfg = setup(sandbox, pids, "commit")
+    queue(sandbox, "[] t-1: Its launch meets a bug {p0}", "[] t-2: Launched anyway")
+    real = launcher_module.prompt_values
+
+    def buggy(cfg, task, *args, **kwargs):
+        if task == "t-1":
+            raise RuntimeError("a bug nobody foresaw")
+        return real(cfg, task, *args, **kwargs)
+
+    monkeypatch.setattr(launcher_module, "prompt_values", buggy)
+    launcher = Launcher(InProcessLoop(cfg))
+    launcher.cycle()
+    launcher.children["t-2"].wait(30)
+
+    board = read_board(cfg.tasks_file)
+    assert board.find("t-2")[0] == ACTIVE and finished(cfg, "t-2")
+    section, t1 = board.find("t-1")
+    assert section == PENDING
+    assert t1.detail("Error") == \
+        "launch failed: unexpected error: RuntimeError: a bug nobody foresaw"
+    assert parse_retry(t1.detail("Retry")).attempt == 1
+    assert [e["task"] for e in events_of(cfg, "launch_failed")] == ["t-1"]
+    assert "Traceback" in caplog.text  # a bug: logged with where it happened
 
 
 def test_a_launch_delivers_one_event_naming_its_worker_and_pid(sandbox, pids, launchers):
