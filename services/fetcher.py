@@ -47,6 +47,10 @@ RATE_WAIT_CAP = 3600.0  # the primary limit resets within an hour; a Pi's clock 
 SENT_KEYS_KEPT = 2000
 SEND_ATTEMPTS = 5  # failed sends of one outbox item before it is set aside in bad/
 POSTED_BODY_LIMIT = 65000  # characters of an outbox item posted; GitHub rejects over 65536
+# A send whose outcome is unknown (a timeout, a 5xx, a reset connection, a crash) may still
+# land: GitHub has been seen to write a comment after its client gave up. Before such an item
+# is sent again, this many [github] timeouts pass, then tac8 looks among its own comments.
+SETTLE_TIMEOUTS = 2
 _PRIORITY_LABEL = re.compile(r"priority:\s*p([0-3])", re.I)
 
 
@@ -139,6 +143,9 @@ class Fetcher:
         self.outbox_retry_at = 0.0  # monotonic: no retry of a failed item before this
         self.outbox_blocked = False  # the last failure fails every call: nothing is sent
         self.last_rate_bucket: int | None = None
+        # outbox item name → monotonic time after which a maybe-sent item may be checked
+        self.settling: dict[str, float] = {}
+        self.settle = SETTLE_TIMEOUTS * cfg.github.timeout
         self._archive_key: tuple | None = None
         self._archive_ids: set[str] = set()
 
@@ -149,6 +156,8 @@ class Fetcher:
         due = self.next_poll
         if self.outbox_blocked or self.memory.attempts:
             due = min(due, self.outbox_retry_at)
+        if self.settling:
+            due = min(due, *self.settling.values())
         return max(due, self.not_before) - time.monotonic()
 
     # --- the loop body ---
@@ -380,12 +389,18 @@ class Fetcher:
         claimed = outbox.claimed(self.cfg)
         self._forget_attempts_of_gone({p.name for p in claimed})
         suspects = {p.name for p in claimed}
+        now = time.monotonic()
+        for name in suspects - set(self.settling):  # claimed before this process started
+            self.settling[name] = now + self.settle
+        self.settling = {n: t for n, t in self.settling.items() if n in suspects}
         failure: GitHubError | None = None
         for item in claimed + outbox.waiting(self.cfg):
             if self.stopped():
                 return
             if item.name in self.memory.attempts and not retrying:
                 continue  # failed before: waits for the retry time
+            if self.settling.get(item.name, 0.0) > now:
+                continue  # may still land: looked for once it has had time to
             if item.name not in suspects:
                 item = outbox.claim(self.cfg, item)
             try:
@@ -460,9 +475,12 @@ class Fetcher:
         except RateLimited:
             raise
         except GitHubError as exc:
+            if isinstance(exc, Unavailable):  # it may have been written all the same
+                self.settling[item.name] = time.monotonic() + self.settle
             if not self.stopped():
                 self.count_failure(item, exc, issue, key)
             raise
+        self.settling.pop(item.name, None)
         self.memory.remember_sent(key)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()

@@ -54,6 +54,9 @@ class GithubSection:
         default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"]
     )
     poll_interval: float = 30
+    # Seconds one GitHub call may take. A write whose answer did not come in time may still
+    # land: it is looked for among tac8's own comments after twice this, never just re-sent.
+    timeout: float = 30
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class GitHub:
         """The configured repository's client, or None when ``[github] repo`` is empty."""
         if not cfg.github.repo:
             return None
-        return cls(cfg.github.repo, host=cfg.github.host, **kwargs)
+        return cls(cfg.github.repo, host=cfg.github.host, timeout=cfg.github.timeout, **kwargs)
 
     # --- the one way to make a call ---
     def request(self, method: str, path: str, *, body: Any = None,

@@ -22,8 +22,14 @@ def cfg(sandbox, fake_github):
     return sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.05})
 
 
-def make_fetcher(cfg) -> Fetcher:
-    return Fetcher(cfg, GitHub.from_config(cfg))
+def make_fetcher(cfg, settle: float | None = 0.0) -> Fetcher:
+    """A fetcher in this process. ``settle``: how long an item whose send may have landed
+    waits before it is looked for (0 here unless a test is about that wait; None: as the
+    program sets it)."""
+    fetcher = Fetcher(cfg, GitHub.from_config(cfg))
+    if settle is not None:
+        fetcher.settle = settle
+    return fetcher
 
 
 def events(cfg, type_: str | None = None) -> list[dict]:

@@ -139,3 +139,29 @@ def test_a_send_cut_short_by_a_cold_shutdown_is_not_counted(cfg, fake_github):
     assert (cfg.outbox_dir / "cur" / item.name).exists()
     assert Memory(cfg.state_dir / "fetcher.md").attempts == {}
     assert events(cfg, "github_api_error") == []
+
+
+def test_a_comment_whose_post_timed_out_is_looked_for_not_posted_again(sandbox, fake_github):
+    """GitHub writes the comment after the client gave up (a POST slower than the timeout).
+    The item may have been sent: tac8 waits twice the timeout for such a late write, then
+    finds it among its own comments instead of posting it again. (Without the wait, the
+    re-send came 0.1 s after the timeout and raced the late write: two comments.)"""
+    cfg = sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.05,
+                                       "timeout": 1})
+    fake_github.add_issue("x")
+    queue_comment(cfg, 1, "gh-1", "gh-1/w-1/completed", "PR ready")
+    fake_github.slow_next(1, seconds=1.5, match="/comments")  # lands 0.5 s after the timeout
+    fetcher = make_fetcher(cfg, settle=None)
+    assert fetcher.settle == 2.0  # twice [github] timeout
+    fetcher.send_outbox()  # the POST times out: maybe sent
+    assert events(cfg, "comment_sent") == []
+    while fetcher.memory.attempts or outbox_items(cfg):
+        fetcher.outbox_retry_at = 0.0  # no backoff in this test: only the settling counts
+        fetcher.send_outbox()
+        time.sleep(0.05)
+    assert len(fake_github.issue_comments(1)) == 1 and fake_github.count("POST") == 1
+    assert [e["comment"] for e in events(cfg, "comment_sent")] == ["gh-1/w-1/completed"]
+
+
+def outbox_items(cfg) -> list:
+    return [p for sub in ("new", "cur") for p in pending(cfg.outbox_dir, sub)]

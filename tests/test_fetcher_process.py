@@ -84,7 +84,9 @@ def gh_children(proc: subprocess.Popen) -> list[psutil.Process]:
 
 @pytest.fixture
 def cfg(sandbox, fake_github):
-    return sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.2})
+    # a short timeout: an item a killed fetcher may have sent is looked for after 2 × 2 s
+    return sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.2,
+                                        "timeout": 2})
 
 
 def started_with_an_issue(cfg, fake_github) -> subprocess.Popen:
