@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 
 from shared import worktree
 from shared.locks import hold
+from tests.agents import wait_for
 from tests.sandbox import git
 
 
@@ -244,14 +244,13 @@ def test_a_hung_remote_ends_in_a_git_error_after_the_timeout(sandbox, hanging_re
     cfg = sandbox.cfg
     tree = ensure(cfg, "t-1")
     commit_file(tree, "done.txt")
-    began = time.monotonic()
-    with pytest.raises(worktree.GitError, match=r"timed out after 1 s"):
+    with pytest.raises(worktree.GitError, match=r"timed out after 1 s"):  # not the script's 60 s
         if call == "push":
             worktree.push(cfg, tree, cfg.branch("t-1"))
         else:
             worktree.fetch_base(cfg)
-    assert time.monotonic() - began < 10  # not the hung script's 60 s
-    assert _gone(int(hanging_remote.read_text()))  # the whole process group was killed
+    # the whole process group was killed (SIGKILL takes effect when the kernel next runs it)
+    wait_for(lambda: _gone(int(hanging_remote.read_text())), what="the hung script to die")
 
 
 def test_network_calls_keep_a_configured_ssh_command_and_add_stall_limits(sandbox, tmp_path):
