@@ -50,8 +50,9 @@ TRACKED_LAUNCHES = 1000  # launches awaiting their PR; the oldest are dropped be
 DETAIL_CHARS = 300  # longer strings in history details are cut
 STATE_VERSION = 1
 
-# Recent facts that the health rules count, keyed as in ``Tally.recent``.
-RECENT_KINDS = ("worktree_error", "github_api_error", "failed", "pr")
+# Events that the health rules count in their window (``Tally.recent``). Tasks, not attempts:
+# a run that failed and is retried is no failure; task_failed comes when the last attempt fails.
+RECENT_KINDS = ("worktree_error", "github_api_error", "task_failed", "task_completed")
 # Fields that change with the clock alone: a change in them is not worth a write.
 CLOCK_FIELDS = ("uptime_seconds", "last_update")
 
@@ -158,9 +159,9 @@ class Tally:
         at = _event_time(meta.get("at"), folded_at)
         task = meta.get("task")
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        if kind in ("worktree_error", "github_api_error"):
+        if kind in RECENT_KINDS:
             self._remember(kind, at)
-        elif kind == "rate_limit":
+        if kind == "rate_limit":
             if self.rate_limit is None or at >= self.rate_limit["at"]:
                 self.rate_limit = {"remaining": _plain(meta.get("remaining")),
                                    "reset": _plain(meta.get("reset")), "at": at}
@@ -184,8 +185,6 @@ class Tally:
     def _fold_run(self, meta: dict[str, Any], at: float) -> None:
         outcome = str(meta.get("outcome") or "unknown")
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        if outcome in RECENT_KINDS:
-            self._remember(outcome, at)
         if outcome != "pr":
             # No PR will follow. A run that made one keeps its launch time until its
             # pr_created is folded, whichever of the two events comes first.
@@ -205,7 +204,7 @@ class Tally:
             return sum(1 for at in self.recent[kind] if at >= since)
         return Recent(worktree_errors=within("worktree_error"),
                       github_api_errors=within("github_api_error"),
-                      failures=within("failed"), completions=within("pr"))
+                      failures=within("task_failed"), completions=within("task_completed"))
 
 
 def _without_clock(snapshot: dict[str, Any] | None) -> Any:
@@ -319,7 +318,7 @@ class Metrics:
             "recent_window_seconds": self.window,
             "recent": {"worktree_errors": recent.worktree_errors,
                        "github_api_errors": recent.github_api_errors,
-                       "workers_failed": recent.failures, "workers_completed": recent.completions},
+                       "tasks_failed": recent.failures, "tasks_completed": recent.completions},
             "heartbeats": {p: {"age_seconds": None if age is None else int(age), "stale": is_stale(age)}
                            for p, age in ages.items()},
             "events": dict(sorted(t.counts.items())),

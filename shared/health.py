@@ -38,8 +38,8 @@ class Recent:
 
     worktree_errors: int = 0
     github_api_errors: int = 0
-    failures: int = 0  # workers that ended failed
-    completions: int = 0  # workers that ended with a PR
+    failures: int = 0  # tasks that failed for good (moved to Failed), not retried attempts
+    completions: int = 0  # tasks completed
 
 
 def assess(recent: Recent, stale: Sequence[str] = ()) -> tuple[str, list[str]]:
@@ -54,7 +54,7 @@ def assess(recent: Recent, stale: Sequence[str] = ()) -> tuple[str, list[str]]:
     if recent.github_api_errors > CRITICAL_GITHUB_API_ERRORS:
         findings.append((CRITICAL, f"{recent.github_api_errors} GitHub API errors in the window"))
     if recent.failures > recent.completions:
-        findings.append((DEGRADED, f"{recent.failures} failed workers vs {recent.completions} "
+        findings.append((DEGRADED, f"{recent.failures} tasks failed vs {recent.completions} "
                                    "completed in the window"))
     for program in stale:
         findings.append((WARNING, f"{program}: no heartbeat in the last {HEARTBEAT_STALE:g} s"))

@@ -179,16 +179,43 @@ def test_github_errors_and_failures_set_health(sandbox):
     later = t0.timestamp() + 101  # the errors at t0 have left the window
     for n in range(11):
         _event(cfg, "github_api_error", t0, error="HTTP 502", status=502)
-    _event(cfg, "run_finished", t0, task="gh-1", outcome="failed")
+    _event(cfg, "task_failed", t0, task="gh-1")
     m.fold_pending()
     assert m.snapshot()["health"] == "critical"
     assert m.snapshot(now=later)["health"] == "ok"
-    _event(cfg, "run_finished", t0 + timedelta(seconds=60), task="gh-2", outcome="failed")
+    _event(cfg, "task_failed", t0 + timedelta(seconds=60), task="gh-2")
     m.fold_pending()
     assert m.snapshot(now=later)["health"] == "degraded"  # 1 failure, 0 completions in the window
-    _event(cfg, "run_finished", t0 + timedelta(seconds=70), task="gh-3", outcome="pr")
+    assert m.snapshot(now=later)["health_reasons"] == ["1 tasks failed vs 0 completed in the window"]
+    _event(cfg, "task_completed", t0 + timedelta(seconds=70), task="gh-3")
     m.fold_pending()
     assert m.snapshot(now=later)["health"] == "ok"
+
+
+def test_health_counts_a_task_that_failed_once_when_it_finally_fails(sandbox):
+    """One task failing its three attempts beside two completed tasks: each failed attempt
+    is a run_finished, but only the last is a failed task."""
+    cfg = sandbox.cfg
+    _beat_all(cfg)
+    m = Metrics(cfg)
+    t0 = datetime.now().astimezone() - timedelta(minutes=10)
+    for n, task in enumerate(("gh-2", "gh-3")):
+        _event(cfg, "run_finished", t0, task=task, worker_id=f"w-{n}", outcome="pr")
+        _event(cfg, "task_completed", t0, task=task, worker_id=f"w-{n}")
+    for attempt in (1, 2, 3):
+        _event(cfg, "run_finished", t0 + timedelta(minutes=attempt), task="gh-1",
+               worker_id=f"w-a{attempt}", outcome="failed")
+        if attempt < 3:
+            _event(cfg, "task_retry", t0 + timedelta(minutes=attempt), task="gh-1",
+                   worker_id=f"w-a{attempt}", attempt=attempt + 1)
+    m.fold_pending()
+    assert m.snapshot()["health"] == "ok"  # three failed runs, but the task is retried
+    assert m.snapshot()["recent"]["tasks_failed"] == 0
+    _event(cfg, "task_failed", t0 + timedelta(minutes=3), task="gh-1", worker_id="w-a3")
+    m.fold_pending()
+    data = m.snapshot()
+    assert (data["recent"]["tasks_failed"], data["recent"]["tasks_completed"]) == (1, 2)
+    assert data["health"] == "ok" and data["workers_failed"] == 3  # the totals count runs
 
 
 def test_an_event_stamped_in_the_future_still_ages_out(sandbox):
