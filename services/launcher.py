@@ -128,6 +128,7 @@ class Launcher:
         self.unpreparable: set[str] = set()
         self.repaired_titles: set[str] = set()  # tasks whose title held bytes not UTF-8 (logged)
         self.prepared: set[str] = set()  # trees made in advance, for tasks not launched since
+        self.reported: set[tuple[str, str]] = set()  # tasks.md problems logged: (text, why)
         self.toggle_requested = False
         self.health: str | None = None
         self.health_mtime: float | None = None
@@ -167,6 +168,7 @@ class Launcher:
         if any(t.id is None for t in board.tasks()):
             # a typed line gets its t-N id, and so does a line repeating another's id
             board = edit_tasks(self.cfg, _same_board)
+        self.report_problems(board)
         alive = self.alive_tasks()
         withdrawn = self.withdrawn(board)
         self.remove_dropped(board.ids() - withdrawn, alive)
@@ -182,6 +184,15 @@ class Launcher:
                 slots -= 1
         if due and self.may_launch():  # tasks wait for a slot: get ready for the next one
             self.prepare(due[: self.cfg.launcher.max_workers])
+
+    def report_problems(self, board: Board) -> None:
+        """Log each problem of tasks.md once while it lasts: a mistyped section or priority
+        would otherwise keep a task from running (or from running first) without a sign."""
+        problems = {(p.text, p.why): p.line for p in board.problems}
+        for (text, why), line in problems.items():
+            if (text, why) not in self.reported:
+                self.log.warning("tasks.md line %d %r: %s", line, text, why)
+        self.reported = set(problems)
 
     def withdrawn(self, board: Board) -> set[str]:
         """Pending tasks whose issue was closed, deleted or unlabelled (the fetcher's snapshot

@@ -46,6 +46,7 @@ SEEN_KEEP = 2 * FOLD_BATCH  # keys of the last events counted (a repeat follows 
 SWEEP_EVERY = 3600.0  # seconds between sweeps of producers' crashed leftovers in events/tmp
 RECENT_KEEP = 100  # timestamps kept per kind of recent fact; more than any health threshold
 LAUNCH_TO_PR_SAMPLES = 100  # launch→PR durations kept for the median
+PROBLEMS_LISTED = 20  # tasks.md problems listed in metrics.json (all are counted)
 TRACKED_LAUNCHES = 1000  # launches awaiting their PR; the oldest are dropped beyond this
 DETAIL_CHARS = 300  # longer strings in history details are cut
 STATE_VERSION = 1
@@ -290,6 +291,7 @@ class Metrics:
         health, reasons = assess(recent, [p for p, age in ages.items() if is_stale(age)])
         completed, failed = t.outcomes.get("pr", 0), t.outcomes.get("failed", 0)
         today = t.day if t.day["date"] == _local_date(now) else {"cost_usd": 0.0, "tokens": 0}
+        board = read_board(self.cfg.tasks_file)
         return {
             "workers_launched": t.counts.get("worker_launched", 0),
             "workers_completed": completed,
@@ -305,7 +307,10 @@ class Metrics:
             "workers_stopped": t.outcomes.get("stopped", 0),
             "workers_active": self._live_workers(),
             "launch_failures": t.counts.get("launch_failed", 0),
-            "tasks_pending": len(read_board(self.cfg.tasks_file).tasks(PENDING)),
+            "tasks_pending": len(board.tasks(PENDING)),
+            "tasks_problems": len(board.problems),  # lines a person should look at
+            "tasks_problem_lines": [{"line": p.line, "text": _plain(p.text), "problem": p.why}
+                                    for p in board.problems[:PROBLEMS_LISTED]],
             "success_rate": round(completed / (completed + failed), 3) if completed + failed else None,
             "github_rate_limit_remaining": (t.rate_limit or {}).get("remaining"),
             "github_rate_limit_reset": (t.rate_limit or {}).get("reset"),
@@ -364,6 +369,7 @@ _PROMETHEUS = (
     ("launch_failures_total", "launch_failures", "counter", "Workers that could not start."),
     ("workers_active", "workers_active", "gauge", "Workers running now."),
     ("tasks_pending", "tasks_pending", "gauge", "Tasks waiting in tasks.md."),
+    ("tasks_problems", "tasks_problems", "gauge", "Lines of tasks.md a person should look at."),
     ("success_ratio", "success_rate", "gauge", "Completed / (completed + failed)."),
     ("github_rate_limit_remaining", "github_rate_limit_remaining", "gauge",
      "GitHub API requests left in the current window."),

@@ -2,8 +2,9 @@
 
 A task line is ``[MARKER] ID: TITLE {pN}`` with its ``- Key: value`` lines; a ``## Name``
 heading starts a section (``SECTIONS``). Everything else (free text, unknown headings, lines the
-parser does not understand) is kept where it was; the lines that look like neither text nor
-tasks (a malformed id among them) are reported in ``Board.problems``. Ids are canonical
+parser does not understand) is kept where it was; ``Board.problems`` reports the lines that
+look like neither text nor tasks (a malformed id among them), a heading that looks like a
+section's ("did you mean Pending?") and a priority out of range. Ids are canonical
 (``gh-06`` is ``gh-6``); a line repeating an earlier line's id gets a fresh ``t-N``. Round trip:
 ``parse(text).render() == text`` byte for byte, for any text (CRLF, no final newline, invalid
 UTF-8 through ``surrogateescape``); only changed tasks are re-rendered.
@@ -17,6 +18,7 @@ only on the board it is given (do side effects after ``transact`` returns).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import unicodedata
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from shared.clock import parse_stamp
 from shared.errors import LockError
@@ -51,6 +53,7 @@ _TASK = re.compile(r"^\[(?P<marker>[^\[\]\r\n]*)\][ \t]*"
 # is a title.
 _MALFORMED_ID = re.compile(r"^(?:gh-[^\s:]*|t-[^\s:]*\d[^\s:]*):", re.IGNORECASE)
 _PRIORITY_TAGS = {f"{{p{n}}}": n for n in range(4)}
+_PRIORITY_LIKE = re.compile(r"\{\s*p\s*\d+\s*\}$", re.IGNORECASE)  # {p9}, {P1}: no tag
 _DETAIL = re.compile(r"^- (?P<key>[A-Za-z][A-Za-z0-9 _-]{0,39}): ?(?P<value>.*?)[ \t]*$")
 _WORKER = re.compile(r"\bw-[0-9a-zA-Z]+\b")
 _T_ID = re.compile(r"^t-(\d+)$")
@@ -203,13 +206,54 @@ def _parse_task_line(text: str) -> Task | None:
     return Task(title=title, id=task_id, priority=priority, marker=match.group("marker").strip())
 
 
+class Problem(NamedTuple):
+    """A line of tasks.md worth a person's look, and what is wrong with it."""
+
+    line: int  # 1-based
+    text: str
+    why: str
+
+
+NOT_UNDERSTOOD = "not understood: a task is '[] title {pN}', its details '- Key: value'"
+# How close (difflib ratio) a heading's name must be to a section's to be taken for a typo of
+# it: "Pendng" (0.92) and "Faild" (0.91) are; "Archive" (0.77 to "Active") is a heading of its own.
+SECTION_LIKENESS = 0.8
+
+
+def _heading_problem(text: str) -> str | None:
+    """What is wrong with a heading that is no section but looks like one (``## Pendng``,
+    ``### Pending``); None for any other line."""
+    match = _HEADING.match(text)
+    if not match:
+        return None
+    name = match.group("name").lower()
+    if len(match.group("hashes")) == 2 and name in _SECTION_NAMES:
+        return None
+    close = difflib.get_close_matches(name, _SECTION_NAMES, n=1, cutoff=SECTION_LIKENESS)
+    if not close:
+        return None
+    meant = f"did you mean '## {_SECTION_NAMES[close[0]]}'?"
+    if len(match.group("hashes")) == 2:
+        return f"not a section: {meant} The tasks under it are not run"
+    return f"not a section heading: {meant} The tasks under it belong to the section above"
+
+
+def _priority_problem(task: Task) -> str | None:
+    """What is wrong with a priority tag out of range (``{p9}``), left in the title."""
+    tag = _PRIORITY_LIKE.search(task.title) if task.priority is None else None
+    if tag is None:
+        return None
+    return (f"{tag.group(0)} is not a priority ({{p0}} to {{p3}}): the task runs at "
+            f"{{p{DEFAULT_PRIORITY}}} with it in its title")
+
+
 class Board:
     """A parsed tasks.md. Items are ``Line`` objects and ``Task`` blocks, in file order."""
 
-    def __init__(self, items: list[Line | Task], newline: str, problems: list[tuple[int, str]]):
+    def __init__(self, items: list[Line | Task], newline: str, problems: list[Problem]):
         self.items = items
         self.newline = newline
-        self.problems = problems  # (line number, text) of lines the parser did not understand
+        self.problems = problems  # as read; line numbers do not follow later changes
 
     # --- queries ---
     def sections(self) -> Iterator[tuple[str | None, Task]]:
@@ -351,7 +395,7 @@ def parse(text: str) -> Board:
     lines = _split_lines(text)
     newline = "\r\n" if lines and lines[0].end == "\r\n" else "\n"
     items: list[Line | Task] = []
-    problems: list[tuple[int, str]] = []
+    problems: list[Problem] = []
     seen_ids: set[str] = set()
     current: Task | None = None
     section: str | None = None
@@ -368,6 +412,8 @@ def parse(text: str) -> Board:
         if heading is not False:
             section = heading
             items.append(line)
+            if heading is None and (why := _heading_problem(line.text)):
+                problems.append(Problem(number, line.text, why))
             continue
         # Text before the first section or under an unknown heading is prose, kept as it is
         # (a Markdown link there is not a task); inside a known section, a line that is not
@@ -383,11 +429,15 @@ def parse(text: str) -> Board:
             task.lines = [line]
             items.append(task)
             current = task
+            if why := _priority_problem(task):
+                problems.append(Problem(number, line.text, why))
             continue
         items.append(line)
         stripped = line.text.strip()
-        if section is not None and stripped and not stripped.startswith(("#", ">", "<!--")):
-            problems.append((number, line.text))
+        if stripped.startswith("#") and (why := _heading_problem(stripped)):
+            problems.append(Problem(number, line.text, why))  # ``# Pending``: the wrong level
+        elif section is not None and stripped and not stripped.startswith(("#", ">", "<!--")):
+            problems.append(Problem(number, line.text, NOT_UNDERSTOOD))
     if current is not None:
         current._as_read = current._state()
     return Board(items, newline, problems)

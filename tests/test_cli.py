@@ -192,6 +192,21 @@ def test_status_without_metrics_or_tasks_still_answers(sandbox):
     assert "metrics.json does not exist" in result.stdout and "Active workers: none" in result.stdout
 
 
+def test_status_reports_a_mistyped_section_and_a_priority_out_of_range(sandbox):
+    (sandbox.root / "tasks.md").write_text(
+        "# Tasks\n\n## Pendng\n[] t-1: Never run\n\n## Pending\n[] t-2: Urgent {p9}\n"
+        "what is this?\n")
+    result = cli("status")
+    assert result.returncode == 0, result.stderr
+    assert ("! tasks.md line 3 \"## Pendng\": not a section: did you mean '## Pending'? The "
+            "tasks under it are not run") in result.stdout
+    assert "! tasks.md line 7 \"[] t-2: Urgent {p9}\": {p9} is not a priority" in result.stdout
+    assert "! tasks.md lines not understood: 8\n" in result.stdout
+    problems = json.loads(cli("status", "--json").stdout)["tasks_problems"]
+    assert [(p["line"], p["text"]) for p in problems] == \
+        [(3, "## Pendng"), (7, "[] t-2: Urgent {p9}"), (8, "what is this?")]
+
+
 def test_status_watch_redraws_in_place_until_interrupted(installed):
     proc = subprocess.Popen([str(TAC8), "status", "--watch", "--interval", "0.2"], cwd=CHECKOUT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

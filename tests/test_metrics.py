@@ -136,6 +136,18 @@ def test_launch_to_pr_is_timed_per_run_whatever_comes_between(sandbox):
     assert m.tally.launched_at == {}  # both runs are over: nothing left to wait for
 
 
+def test_tasks_md_problems_are_counted_and_listed(sandbox):
+    cfg = sandbox.cfg
+    (sandbox.root / "tasks.md").write_text("## Pendng\n[] t-1: lost\n\n## Pending\n"
+                                          "[] t-2: urgent {p9}\n[] t-3: fine\n")
+    data = Metrics(cfg).snapshot()
+    assert data["tasks_problems"] == 2 and data["tasks_pending"] == 2
+    assert [(p["line"], p["text"]) for p in data["tasks_problem_lines"]] == \
+        [(1, "## Pendng"), (5, "[] t-2: urgent {p9}")]
+    assert "did you mean '## Pending'?" in data["tasks_problem_lines"][0]["problem"]
+    assert "tac8_tasks_problems 2\n" in prometheus_text(data)
+
+
 def test_health_rises_with_errors_and_recovers_as_they_age_out(sandbox):
     cfg = sandbox.cfg
     _beat_all(cfg)
@@ -186,7 +198,8 @@ def test_github_errors_and_failures_set_health(sandbox):
     _event(cfg, "task_failed", t0 + timedelta(seconds=60), task="gh-2")
     m.fold_pending()
     assert m.snapshot(now=later)["health"] == "degraded"  # 1 failure, 0 completions in the window
-    assert m.snapshot(now=later)["health_reasons"] == ["1 tasks failed vs 0 completed in the window"]
+    assert m.snapshot(now=later)["health_reasons"] == \
+        ["1 tasks failed vs 0 completed in the window"]
     _event(cfg, "task_completed", t0 + timedelta(seconds=70), task="gh-3")
     m.fold_pending()
     assert m.snapshot(now=later)["health"] == "ok"

@@ -92,11 +92,29 @@ def test_round_trip_crlf_and_no_final_newline():
 def test_unknown_lines_are_kept_and_reported():
     text = "## Pending\n[] t-1: real task\nsomething odd\n[ broken\n\nfree prose? no, inside\n"
     board = parse(text)
-    assert [n for n, _ in board.problems] == [3, 4, 6]
+    assert [p.line for p in board.problems] == [3, 4, 6]
     board.move(board.get("t-1"), ACTIVE, marker="🟡 w-1")
     out = board.render()
     for line in ("something odd", "[ broken", "free prose? no, inside"):
         assert line in out.splitlines()
+
+
+def test_a_mistyped_section_and_a_priority_out_of_range_are_reported():
+    text = ("# Tasks\n\n## Pendng\n[] t-1: never run {p1}\n\n## Pending\n[] t-2: too high {p9}\n"
+            "[] t-3: {P1} is no tag either {P1}\n### Failed\n[] t-4: fine {p3}\n\n## Archive\n")
+    board = parse(text)
+    assert [(p.line, p.text) for p in board.problems] == [
+        (3, "## Pendng"), (7, "[] t-2: too high {p9}"), (8, "[] t-3: {P1} is no tag either {P1}"),
+        (9, "### Failed")]
+    why = [p.why for p in board.problems]
+    assert why[0] == "not a section: did you mean '## Pending'? The tasks under it are not run"
+    assert why[1] == ("{p9} is not a priority ({p0} to {p3}): the task runs at {p2} with it in "
+                      "its title")
+    assert why[2].startswith("{P1} is not a priority")
+    assert why[3].startswith("not a section heading: did you mean '## Failed'?")
+    assert [(t.id, t.effective_priority) for t in board.launch_order()] == \
+        [("t-2", 2), ("t-3", 2), ("t-4", 3)]  # t-1 is prose under "## Pendng"
+    assert board.render() == text
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -175,7 +193,7 @@ def test_a_malformed_id_is_a_problem_not_a_title():
     text = ("## Pending\n[] gh-abc: x\n[] GH-5: y\n[] t-1a: z\n[] gh-: empty\n"
             "[] t-shirt: design one\n[] typed: with a colon\n")
     board = parse(text)
-    assert [n for n, _ in board.problems] == [2, 3, 4, 5]
+    assert [p.line for p in board.problems] == [2, 3, 4, 5]
     assert [t.title for t in board.tasks()] == ["t-shirt: design one", "typed: with a colon"]
     board.assign_ids()
     assert "[] gh-abc: x\n" in board.render()

@@ -26,11 +26,13 @@ from shared.health import heartbeat_ages, is_stale, read_metrics
 from shared.locks import holder, is_held
 from shared.pause import read_pause
 from shared.runs import read_run, worker_alive
-from shared.tasks import ACTIVE, SECTIONS, Task, read_board
+from shared.tasks import ACTIVE, NOT_UNDERSTOOD, SECTIONS, Task, read_board
 from shared.text import printable
 
 STATUS_EVENTS = 5  # last events shown
 SECTION_LINES = 8  # tasks listed per section
+PROBLEMS_SHOWN = 5  # tasks.md problems listed (all of them in --json)
+PROBLEM_TEXT = 40  # characters of a problem line quoted
 # event details that are bookkeeping, not news: the key only deduplicates deliveries
 _NOT_FACTS = ("program", "task", "key")
 
@@ -90,7 +92,8 @@ def gather_status(cfg: Config, now: float | None = None) -> dict[str, Any]:
         "sandbox": _sandbox(cfg),
         "queue": {section: [_task_summary(t) for t in board.tasks(section)] for section in SECTIONS},
         "workers": [_worker(cfg, t, now) for t in board.tasks(ACTIVE)],
-        "tasks_problems": [{"line": n, "text": text} for n, text in board.problems],
+        "tasks_problems": [{"line": p.line, "text": p.text, "problem": p.why}
+                           for p in board.problems],
     }
 
 
@@ -157,9 +160,17 @@ def render_status(st: dict[str, Any], width: int = 100) -> str:
             out.append(f"    [{task['marker']}] {task['id'] or '(no id yet)'}: {task['title']} {{p{task['priority']}}}")
         if len(queue[section]) > SECTION_LINES:
             out.append(f"    … and {len(queue[section]) - SECTION_LINES} more")
-    if st["tasks_problems"]:
-        lines = ", ".join(str(p["line"]) for p in st["tasks_problems"][:5])
-        out.append(f"  ! tasks.md lines not understood: {lines}")
+    problems = [p for p in st["tasks_problems"] if p["problem"] != NOT_UNDERSTOOD]
+    for p in problems[:PROBLEMS_SHOWN]:
+        text = p["text"].strip()
+        text = text if len(text) <= PROBLEM_TEXT else text[:PROBLEM_TEXT - 1] + "…"
+        out.append(f"  ! tasks.md line {p['line']} \"{text}\": {p['problem']}")
+    if len(problems) > PROBLEMS_SHOWN:
+        out.append(f"  ! … and {len(problems) - PROBLEMS_SHOWN} more in tasks.md")
+    vague = [str(p["line"]) for p in st["tasks_problems"] if p["problem"] == NOT_UNDERSTOOD]
+    if vague:
+        out.append(f"  ! tasks.md lines not understood: {', '.join(vague[:PROBLEMS_SHOWN])}"
+                   + (" …" if len(vague) > PROBLEMS_SHOWN else ""))
     out.append("")
     out.append("Active workers" + ("" if st["workers"] else ": none"))
     for w in st["workers"]:
