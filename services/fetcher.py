@@ -357,20 +357,23 @@ class Fetcher:
         self.memory.ignored = ignored
 
     def find_prs(self) -> None:
-        """PR markers for Active tasks whose branch heads an open PR of this repository;
-        no request at all while nothing is Active."""
-        active = [t.id for t in tasks.read_board(self.cfg.tasks_file).tasks(tasks.ACTIVE) if t.id]
+        """PR markers for Active tasks whose branch heads an open PR of this repository, each
+        naming the worker on the Active line (the run it completes); no request at all while
+        nothing is Active."""
+        active = {t.id: t.worker for t in tasks.read_board(self.cfg.tasks_file).tasks(tasks.ACTIVE)
+                  if t.id and t.worker}
         if not active:
             return
         listing = self.gh.list_pulls(cached=self.memory.pulls, project=pr_summary)
         self.memory.pulls = listing.pages
         heads = {pr["label"].lower(): pr for pr in listing.items}
-        for task_id in active:
+        for task_id, worker in active.items():
             pr = heads.get(f"{self.owner}:{self.cfg.branch(task_id)}".lower())
             if pr is None or self.cfg.pr_marker(task_id).exists():
                 continue
-            write_pr_marker(self.cfg, task_id, url=pr["url"], number=pr["number"],
-                            head=pr["ref"], commit=pr["sha"], found_by="fetcher")
+            write_pr_marker(self.cfg, task_id, worker_id=worker, url=pr["url"],
+                            number=pr["number"], head=pr["ref"], commit=pr["sha"],
+                            found_by="fetcher")
             log.info("%s: PR #%s found, marker written", task_id, pr["number"])
 
     # --- outbox ---

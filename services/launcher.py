@@ -33,7 +33,7 @@ from typing import Any
 
 from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent
 
-from shared import issues, runs, worktree
+from shared import issues, runs, treefiles, worktree
 from shared.config import CHECKOUT
 from shared.clock import now_iso, stamp
 from shared.events import emit, run_key
@@ -321,12 +321,27 @@ class Launcher:
             "started": now_iso(), "branch": cfg.branch(task_id), "worktree": str(tree),
             "title": title,
         })
+        self.clear_stale_stop(task_id)
         if not edit_tasks(cfg, functools.partial(_claim, task_id, worker_id, started)):
             # A person moved or removed it meanwhile: the last run's record (outcome,
             # cost, applied) is put back, as if this launch had not begun.
             runs.restore_run(cfg, task_id, worker_id, previous)
             return None
         return worker_id, tree_ms
+
+    def clear_stale_stop(self, task_id: str) -> None:
+        """Remove a STOP older than this launch's run record (written just before the claim):
+        it was meant for an earlier run, and would stop this one before its agent starts. A
+        STOP touched since is a person stopping this run: it stays. Both times come from the
+        filesystem's clock (the kernel's is coarser than ``time.time()``)."""
+        stop = self.cfg.tree(task_id) / treefiles.STOP
+        try:
+            launched = os.stat(self.cfg.run_record(task_id)).st_mtime_ns
+            if os.lstat(stop).st_mtime_ns < launched:  # lstat: the tree is hostile
+                stop.unlink()
+                self.log.info("%s: removed a STOP left from before this launch", task_id)
+        except FileNotFoundError:
+            pass
 
     def valid_title(self, task: Task) -> str:
         """The title as the prompt, the run record, git and GitHub get it: bytes that are not

@@ -311,15 +311,14 @@ class TaskObserver:
         return next((t for t in applied if t in TERMINAL), None)
 
     def pr_marker(self, task: str, meta: dict[str, Any]) -> tuple[dict[str, Any], float] | None:
-        """The task's PR marker and its mtime, if it belongs to this run (not older than
-        the run's start: a marker left from an earlier completion must not finish a new run)."""
+        """The task's PR marker and its mtime, if it belongs to this run: it names the run's
+        worker (a marker left by an earlier run, however recent, must not finish a new one)."""
         path = self.cfg.pr_marker(task)
         try:
             marker, mtime = read_record(path).meta, path.stat().st_mtime
         except (FileNotFoundError, RecordError):
             return None
-        started = parse_iso(meta.get("started"))
-        if started is not None and mtime < started.timestamp():
+        if not meta.get("worker_id") or marker.get("worker_id") != meta.get("worker_id"):
             return None
         return marker, mtime
 

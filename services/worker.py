@@ -447,7 +447,7 @@ class Worker:
                   f"({meta.get('worker_id')}).\n", self.max_new_bytes)
         if commit == start_head and not self.undelivered(commit):
             return Outcome(runs.FAILED, error="exited without changes", skipped=skipped)
-        return self.deliver(title, commit, skipped)
+        return self.deliver(title, commit, skipped, meta.get("worker_id"))
 
     def failure(self, template: Template, agent: AgentRun) -> str | None:
         """Why an agent that ran did not succeed (None: it did)."""
@@ -480,7 +480,7 @@ class Worker:
             outcome.error = "; ".join(filter(None, [outcome.error, f"WIP not pushed: {exc}"]))
         return outcome
 
-    def deliver(self, title: str, commit: str, skipped: list[str]) -> Outcome:
+    def deliver(self, title: str, commit: str, skipped: list[str], worker_id: str) -> Outcome:
         """Push the branch and open its PR (or find the open one); the PR marker."""
         branch = self.cfg.branch(self.task)
         try:
@@ -493,8 +493,8 @@ class Worker:
         except ExternalError as exc:  # GitHub would not find or open it
             return Outcome(runs.FAILED, commit=commit, skipped=skipped,
                            error=f"pushed {branch}, but could not open its PR: {exc}")
-        runs.write_pr_marker(self.cfg, self.task, url=pr["url"], number=pr["number"],
-                             head=branch, commit=commit, found_by="worker")
+        runs.write_pr_marker(self.cfg, self.task, worker_id=worker_id, url=pr["url"],
+                             number=pr["number"], head=branch, commit=commit, found_by="worker")
         return Outcome(runs.PR, commit=commit, pr=pr, skipped=skipped)
 
     def set_question_aside(self) -> None:

@@ -4,9 +4,9 @@
 changed only through ``update_run`` under ``state/locks/run-<task>.lock``. A worker is alive
 while ``state/runs/<task>.lock`` is held (``worker_alive``, ``live_tasks``), never judged by a
 PID. ``state/prs/<task>.md`` is the PR marker: the task's work is on a pull request (or, with no
-GitHub repo configured, pushed). Beside the record: the rendered prompt (``prompt_file``), a
-blocked run's question (``question_file``: not a run record, so record scans skip it) and the
-worker's own output (``worker_log``).
+GitHub repo configured, pushed); it completes only the run whose worker it names. Beside the
+record: the rendered prompt (``prompt_file``), a blocked run's question (``question_file``: not
+a run record, so record scans skip it) and the worker's own output (``worker_log``).
 """
 
 from __future__ import annotations
@@ -102,9 +102,10 @@ def read_pr_marker(cfg: Config, task: str) -> dict[str, Any] | None:
         return None
 
 
-def write_pr_marker(cfg: Config, task: str, *, url: str, number: int | None, head: str,
-                    commit: str, found_by: str) -> None:
+def write_pr_marker(cfg: Config, task: str, *, worker_id: str, url: str, number: int | None,
+                    head: str, commit: str, found_by: str) -> None:
+    """The task's PR marker, naming the run it completes (``worker_id``)."""
     write_record(cfg.pr_marker(task), {
-        "task": task, "url": url, "number": number, "head": head, "commit": commit,
-        "found_by": found_by,
+        "task": task, "worker_id": worker_id, "url": url, "number": number, "head": head,
+        "commit": commit, "found_by": found_by,
     })

@@ -169,8 +169,9 @@ def test_pr_of_an_active_branch_gets_a_marker_forks_do_not(cfg, fake_github):
     make_fetcher(cfg).poll()
 
     marker = read_record(cfg.pr_marker("gh-1")).meta
-    assert marker == {"task": "gh-1", "url": mine["html_url"], "number": mine["number"],
-                      "head": "auto/gh-1", "commit": mine["head"]["sha"], "found_by": "fetcher"}
+    assert marker == {"task": "gh-1", "worker_id": "w-123abc",  # the run on the Active line
+                      "url": mine["html_url"], "number": mine["number"], "head": "auto/gh-1",
+                      "commit": mine["head"]["sha"], "found_by": "fetcher"}
     assert not cfg.pr_marker("gh-2").exists()
     assert read_record(cfg.pr_marker("t-3")).meta["url"] == "kept" and t3
 

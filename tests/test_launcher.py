@@ -229,6 +229,26 @@ def test_a_mistyped_section_and_priority_are_logged_once(sandbox, pids, launcher
     assert [e["task"] for e in events_of(cfg, "worker_launched")] == ["t-2"]
 
 
+def test_a_stop_left_from_before_the_launch_is_cleared_and_one_touched_after_stops_the_run(
+        sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "hang")
+    with hold(cfg.liveness_lock("t-1")) as lock:
+        tree = worktree.ensure_worktree(cfg, "t-1", lock)
+    stop = tree / "STOP"
+    stop.touch()  # an earlier run's, never cleared
+    os.utime(stop, ns=(stop.stat().st_mtime_ns - 10**9,) * 2)
+    queue(sandbox, "[] t-1: Stopped once, moved back to Pending")
+    launchers.start(cfg)
+    log = cfg.agent_log("t-1")
+    wait_for(lambda: log.exists() and "read a prompt" in log.read_text(), what="the agent")
+    assert not stop.exists()
+
+    stop.touch()  # a person stops this run
+    wait_for(lambda: finished(cfg, "t-1"), what="the run to stop")
+    meta = runs.read_run(cfg, "t-1").meta
+    assert meta["outcome"] == "stopped" and stop.exists()  # the observer removes it
+
+
 def test_max_workers_is_never_exceeded(sandbox, pids, launchers):
     cfg = setup(sandbox, pids, "commit", "0.2", max_workers=2)
     tasks = [f"t-{n}" for n in range(1, 9)]

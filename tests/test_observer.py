@@ -20,7 +20,7 @@ from shared.config import CHECKOUT
 from shared.events import emit
 from shared.locks import hold
 from shared.records import write_record
-from shared.clock import parse_stamp
+from shared.clock import now_iso, parse_stamp
 from shared.retry import parse_retry
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, archived_ids,
                           edit_tasks)
@@ -251,6 +251,27 @@ def test_pr_marker_that_arrived_while_the_observer_was_down_is_applied_at_start(
     observer.start()
     wait_for(lambda: fully_applied(cfg, "gh-7"), what="completion at start")
     assert section_of(cfg, "gh-7") == COMPLETED and len(comments_for(cfg, "gh-7")) == 1
+
+
+def test_only_the_pr_marker_naming_the_run_s_worker_completes_it(sandbox, observer):
+    """A marker an earlier run left in the same second as this run's start (the record's
+    ``started`` has whole seconds) is another run's: the run goes on until its own."""
+    cfg = sandbox.cfg
+    (sandbox.root / "tasks.md").write_text(
+        "# Tasks\n\n## Active\n[🟡 w-0new00] t-21: Run again\n\n## Pending\n")
+    with hold(cfg.liveness_lock("t-21")):  # this run's worker is alive
+        write_record(cfg.run_record("t-21"), {"task": "t-21", "worker_id": "w-0new00",
+                                              "attempt": 1, "started": now_iso()})
+        runs.write_pr_marker(cfg, "t-21", worker_id="w-0old00", url="", number=None,
+                             head="auto/t-21", commit="c0ffee0", found_by="worker")
+        observer.start()
+        observer_cycles(cfg)
+        assert section_of(cfg, "t-21") == ACTIVE and not applied(cfg, "t-21")
+
+        runs.write_pr_marker(cfg, "t-21", worker_id="w-0new00", url="", number=None,
+                             head="auto/t-21", commit="5eed5ee", found_by="worker")
+        wait_for(lambda: section_of(cfg, "t-21") == COMPLETED, what="this run's marker applied")
+        assert line_of(cfg, "t-21").marker == "✅ 5eed5ee, w-0new00"
 
 
 def test_an_editor_reverting_a_completion_gets_it_reapplied_without_a_second_comment(

@@ -102,8 +102,8 @@ def test_agent_that_commits_gives_a_pushed_branch_marker_record_and_event(sandbo
     assert meta["finished"] and meta["worker_id"] == "w-abc123"
     assert '"type": "result"' in record.body  # the log's tail
     marker = runs.read_pr_marker(cfg, TASK)
-    assert marker == {"task": TASK, "url": "", "number": None, "head": "auto/t-1",
-                      "commit": meta["commit"], "found_by": "worker"}
+    assert marker == {"task": TASK, "worker_id": "w-abc123", "url": "", "number": None,
+                      "head": "auto/t-1", "commit": meta["commit"], "found_by": "worker"}
     [event] = events_of(cfg, "run_finished")
     assert (event["outcome"], event["worker_id"], event["cost_usd"], event["tokens"]) == \
         ("pr", "w-abc123", 0.0123, 165)
