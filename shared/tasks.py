@@ -238,6 +238,18 @@ def _heading_problem(text: str) -> str | None:
     return f"not a section heading: {meant} The tasks under it belong to the section above"
 
 
+def _id_problem(text: str) -> str | None:
+    """What is wrong with a task line whose id is malformed (``[] gh-abc: x``); None for any
+    other line."""
+    match = _TASK.match(text) if text.startswith("[") else None
+    bad = _MALFORMED_ID.match(match.group("rest").strip()) if match and not match.group("id") \
+        else None
+    if bad is None:
+        return None
+    return (f"{bad.group(0)[:-1]!r} is not a task id (gh-N for issue N, t-N for a typed "
+            "line): the line is not run")
+
+
 def _priority_problem(task: Task) -> str | None:
     """What is wrong with a priority tag out of range (``{p9}``), left in the title."""
     tag = _PRIORITY_LIKE.search(task.title) if task.priority is None else None
@@ -437,7 +449,7 @@ def parse(text: str) -> Board:
         if stripped.startswith("#") and (why := _heading_problem(stripped)):
             problems.append(Problem(number, line.text, why))  # ``# Pending``: the wrong level
         elif section is not None and stripped and not stripped.startswith(("#", ">", "<!--")):
-            problems.append(Problem(number, line.text, NOT_UNDERSTOOD))
+            problems.append(Problem(number, line.text, _id_problem(line.text) or NOT_UNDERSTOOD))
     if current is not None:
         current._as_read = current._state()
     return Board(items, newline, problems)

@@ -194,6 +194,8 @@ def test_a_malformed_id_is_a_problem_not_a_title():
             "[] t-shirt: design one\n[] typed: with a colon\n")
     board = parse(text)
     assert [p.line for p in board.problems] == [2, 3, 4, 5]
+    assert board.problems[0].why == \
+        "'gh-abc' is not a task id (gh-N for issue N, t-N for a typed line): the line is not run"
     assert [t.title for t in board.tasks()] == ["t-shirt: design one", "typed: with a colon"]
     board.assign_ids()
     assert "[] gh-abc: x\n" in board.render()
