@@ -35,7 +35,7 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
 
 from shared import issues, runs, treefiles, worktree
 from shared.config import CHECKOUT
-from shared.clock import now_iso, stamp
+from shared.clock import now_iso, parse_iso, stamp
 from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, HeldLock, hold
@@ -75,6 +75,29 @@ def _claim(task_id: str, worker_id: str, started: str, board: Board) -> bool:
     task.set_detail("Started", started)
     board.move(task, ACTIVE, marker=make_marker(ACTIVE, worker_id))
     return True
+
+
+def _show_active(cfg: Any, metas: list[dict[str, Any]], board: Board) -> list[tuple[str, str]]:
+    """Pure change: the line of each live run (``metas``: run records) back in Active, as
+    its claim wrote it. Returns (task, where the line was) for each line it moved."""
+    shown = []
+    for meta in metas:
+        task_id, worker_id = meta["task"], meta["worker_id"]
+        found = board.find(task_id)
+        if found and found[0] == ACTIVE and found[1].worker == worker_id:
+            continue
+        started = parse_iso(meta.get("started"))
+        details = [("Started", f"{stamp(started)} · attempt {meta.get('attempt') or 1}/"
+                               f"{cfg.launcher.max_attempts} · "
+                               f"{os.path.relpath(meta.get('worktree') or cfg.tree(task_id), cfg.repo.path)}"
+                               f" · {meta.get('branch') or cfg.branch(task_id)}")]
+        if found is None:
+            task = board.add(str(meta.get("title") or task_id), task_id=task_id, section=ACTIVE)
+        else:
+            task = found[1]
+        board.move(task, ACTIVE, marker=make_marker(ACTIVE, worker_id), details=details)
+        shown.append((task_id, f"in {found[0]}" if found else "out of tasks.md"))
+    return shown
 
 
 def _record_pid(pid: int, record: Any) -> None:
@@ -162,20 +185,22 @@ class Launcher:
             self.toggle_requested = False
             self.toggle_pause()
         self.check_health()
-        if read_pause(self.cfg) is not None:
-            return
         board = read_board(self.cfg.tasks_file)
         if any(t.id is None for t in board.tasks()):
             # a typed line gets its t-N id, and so does a line repeating another's id
             board = edit_tasks(self.cfg, _same_board)
         self.report_problems(board)
         alive = self.alive_tasks()
+        self.show_live_runs(board, alive)
+        if read_pause(self.cfg) is not None:
+            return
         withdrawn = self.withdrawn(board)
         self.remove_dropped(board.ids() - withdrawn, alive)
         slots = self.cfg.launcher.max_workers - len(alive)
         now = datetime.now().astimezone()
         waiting = [(t, self.retry_of(t)) for t in board.launch_order()
-                   if t.id and t.id not in alive and t.id not in withdrawn]
+                   if t.id and t.id not in alive and t.id not in withdrawn
+                   and not self.stale_copy(t)]
         due = [t for t, retry in waiting if retry is None or retry.not_before <= now]
         self.next_retry = min((r.not_before for _, r in waiting if r and r.not_before > now),
                               default=None)
@@ -185,6 +210,29 @@ class Launcher:
         if due and self.may_launch():  # tasks wait for a slot: get ready for the next one
             self.prepare(due[: self.cfg.launcher.max_workers])
 
+    def show_live_runs(self, board: Board, alive: set[str]) -> None:
+        """The board is level-triggered: a run whose worker is alive is shown in Active,
+        whatever a save did to its line (an editor's buffer read before the launch puts it
+        back in Pending, or drops it). Its record says what the line should be. A person
+        stops a live worker with STOP, not by moving its line."""
+        runs_shown_elsewhere = []
+        for task_id in sorted(alive):
+            record = runs.read_run(self.cfg, task_id)
+            meta = record.meta if record else {}
+            found = board.find(task_id)
+            # (a run with a transition decided is the observer's: e.g. completed on its PR
+            # marker while the worker still ends)
+            if not meta.get("worker_id") or meta.get("outcome") or meta.get("applied") or (
+                    found and found[0] == ACTIVE and found[1].worker == meta["worker_id"]):
+                continue
+            runs_shown_elsewhere.append(meta)
+        if runs_shown_elsewhere:
+            shown = edit_tasks(self.cfg, functools.partial(_show_active, self.cfg,
+                                                           runs_shown_elsewhere))
+            for task_id, was in shown:
+                self.log.warning("%s: its worker is alive but a save put its line %s: "
+                                 "shown in Active again", task_id, was)
+
     def report_problems(self, board: Board) -> None:
         """Log each problem of tasks.md once while it lasts: a mistyped section or priority
         would otherwise keep a task from running (or from running first) without a sign."""
@@ -193,6 +241,12 @@ class Launcher:
             if (text, why) not in self.reported:
                 self.log.warning("tasks.md line %d %r: %s", line, text, why)
         self.reported = set(problems)
+
+    def stale_copy(self, task: Task) -> bool:
+        """A Pending line a save put back after its run ended (``runs.stale_copy``): not
+        launched; the observer shows the run's outcome again."""
+        record = runs.read_run(self.cfg, task.id)
+        return record is not None and runs.stale_copy(record.meta, task.worker)
 
     def withdrawn(self, board: Board) -> set[str]:
         """Pending tasks whose issue was closed, deleted or unlabelled (the fetcher's snapshot

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -51,20 +51,25 @@ _NOT_TEXT = re.compile(r"#{1,6}(?:\s|$)|[-=*_ \t]{3,}$|`{3,}|~{3,}")
 # Terminal transitions of a run, and the steps after one ("applied" entries).
 DONE, HELD, HALTED, RETRY, GAVE_UP = "completed", "blocked", "stopped", "retry", "failed"
 TERMINAL = (DONE, HELD, HALTED, RETRY, GAVE_UP)
-ANNOUNCED, CLEANED = "announced", "cleaned"
+ANNOUNCED, CLEANED, SHOWN = "announced", "cleaned", "shown"
 
 
 # --- what a transition does ---------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Move:
-    """Move ``task`` out of Active, if its line there names ``worker`` (or no worker)."""
+    """Move ``task`` out of Active, if its line there names ``worker`` (or no worker). A
+    re-application (``anywhere``) moves the line from wherever a save put it, as long as it
+    does not name ``worker`` outside Active (then a person moved this run's line: theirs),
+    and adds it back (with ``title``) if the save dropped it."""
 
     task: str
     worker: str | None
     section: str
     marker: str
     details: tuple[tuple[str, str], ...]
+    anywhere: bool = False
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,13 @@ def apply_moves(moves: list[Move], board: Board) -> list[str]:
     moved = []
     for move in moves:
         found = board.find(move.task)
-        if found is None or found[0] != ACTIVE or not same_worker(found[1].worker, move.worker):
+        if move.anywhere and found is None:
+            line = board.add(move.title or move.task, task_id=move.task, section=move.section)
+            found = (move.section, line)
+        elif move.anywhere and found[0] != ACTIVE:
+            if found[1].worker == move.worker:
+                continue
+        elif found is None or found[0] != ACTIVE or not same_worker(found[1].worker, move.worker):
             continue
         board.move(found[1], move.section, marker=move.marker, details=move.details)
         moved.append(move.task)
@@ -222,6 +233,7 @@ class TaskObserver:
             transition = self.terminal(meta) or self.decide(task, meta)
             if transition:
                 moves.append(self.plan(task, self.current(task), transition).move)
+        moves += self.shown_elsewhere(board, records)
         if moves:
             records = self.records.scan()  # with what deciding wrote
         # Announce before moving: once a line is back in Pending the launcher may start the
@@ -232,9 +244,40 @@ class TaskObserver:
             moved = edit_tasks(self.cfg, partial(apply_moves, moves))
             if moved:
                 self.log.info("moved out of Active: %s", ", ".join(moved))
+            for move in moves:
+                if move.task in moved:
+                    self.add_applied(move.task, move.worker, SHOWN)
         archived = archive_earlier_days(self.cfg, board)
         if archived:
             self.log.info("archived %d completion(s) from earlier days", archived)
+
+    def shown_elsewhere(self, board: Board, records: dict[str, dict[str, Any]]) -> list[Move]:
+        """The board is level-triggered: a run that ended has its outcome shown even when a
+        save put a stale copy of its line elsewhere (an editor's buffer read before the
+        launch puts it back in Pending) or dropped it (``runs.stale_copy``). A line that
+        names this run's worker was moved by a person (back to Pending, to requeue it): that
+        stays theirs; so does a line they deleted once the outcome was shown."""
+        where = {t.id: (s, t) for s, t in board.sections() if t.id}
+        moves = []
+        for task, meta in records.items():
+            found = where.get(task)
+            if found and found[0] == ACTIVE:
+                continue
+            if found is None and (SHOWN in (meta.get("applied") or [])
+                                  or not runs.stale_copy(meta, None)):
+                continue
+            if found and not runs.stale_copy(meta, found[1].worker):
+                continue
+            transition = self.terminal(meta) or self.decide(task, meta)
+            if transition is None:
+                continue
+            move = self.plan(task, self.current(task), transition).move
+            if found and found[0] == move.section:
+                continue
+            self.log.warning("%s: a save put its line %s; showing its outcome (%s) again",
+                             task, f"in {found[0]}" if found else "out of tasks.md", transition)
+            moves.append(replace(move, anywhere=True, title=str(meta.get("title") or task)))
+        return moves
 
     def current(self, task: str) -> dict[str, Any]:
         record = runs.read_run(self.cfg, task)

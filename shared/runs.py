@@ -12,9 +12,11 @@ a run record, so record scans skip it) and the worker's own output (``worker_log
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+from shared.clock import parse_iso
 from shared.config import Config
 from shared.locks import file_lock, is_held
 from shared.records import Record, RecordError, read_record, update_record, write_record
@@ -22,6 +24,8 @@ from shared.records import Record, RecordError, read_record, update_record, writ
 PR, FAILED, BLOCKED, STOPPED = "pr", "failed", "blocked", "stopped"
 OUTCOMES = (PR, FAILED, BLOCKED, STOPPED)
 QUESTION_SUFFIX = ".question.md"  # state/runs/<task>.question.md: see question_file
+RETRY = "retry"  # the observer's transition (in ``applied``) that sends a run's task back
+STALE_SAVE_WINDOW = 3600.0  # seconds after a run's end in which a save may still undo its move
 
 
 def read_run(cfg: Config, task: str) -> Record | None:
@@ -79,6 +83,20 @@ def question_file(cfg: Config, task: str) -> Path:
 
 def worker_log(cfg: Config, task: str) -> Path:
     return cfg.paths.logs / f"{task}.worker.log"
+
+
+def stale_copy(meta: dict[str, Any], line_worker: str | None) -> bool:
+    """Whether a line that does not name this run's worker, outside Active, is a stale copy
+    a save put there (an editor's buffer read before the run ended) rather than a person's
+    requeue: the run ended lately and not with a retry. A person requeues a run's task by
+    moving its line, which names the run's worker."""
+    worker = meta.get("worker_id")
+    ended = parse_iso(meta.get("finished"))
+    if not worker or line_worker == worker or not (meta.get("outcome") or meta.get("applied")):
+        return False
+    if RETRY in (meta.get("applied") or []):
+        return False
+    return ended is not None and time.time() - ended.timestamp() < STALE_SAVE_WINDOW
 
 
 def worker_alive(cfg: Config, task: str) -> bool:

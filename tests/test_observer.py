@@ -378,13 +378,16 @@ def test_active_line_with_a_live_worker_but_no_matching_record_is_left_alone(san
 
 
 def test_a_record_for_a_task_a_person_deleted_is_left_alone(sandbox, observer):
+    """Its outcome was shown (``shown``), then a person deleted the line: theirs."""
     cfg = sandbox.cfg
-    write_record(cfg.run_record("t-8"), {"task": "t-8", "worker_id": "w-abcdef", "attempt": 1,
-                                         "outcome": "failed", "error": "boom"})
+    applied = ["failed", "announced", "shown"]
+    write_record(cfg.run_record("t-8"), {"task": "t-8", "worker_id": "w-abcdef", "attempt": 3,
+                                         "outcome": "failed", "error": "boom",
+                                         "finished": now_iso(), "applied": applied})
     before = (sandbox.root / "tasks.md").read_text()
     observer.start()
     observer_cycles(cfg)
-    assert runs.read_run(cfg, "t-8").meta.get("applied") is None
+    assert runs.read_run(cfg, "t-8").meta.get("applied") == applied
     assert (sandbox.root / "tasks.md").read_text() == before and events(cfg) == []
 
 
