@@ -208,8 +208,10 @@ def test_status_reports_a_mistyped_section_and_a_priority_out_of_range(sandbox):
 
 
 def test_status_watch_redraws_in_place_until_interrupted(installed):
+    # SIGINT as a terminal sends it (a test run in the background inherits it ignored)
     proc = subprocess.Popen([str(TAC8), "status", "--watch", "--interval", "0.2"], cwd=CHECKOUT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     output = bytearray()
     os.set_blocking(proc.stdout.fileno(), False)
 
