@@ -31,7 +31,7 @@ from watchdog.events import FileCreatedEvent, FileMovedEvent
 
 from shared import outbox, tasks
 from shared.clock import iso_at, now_iso
-from shared.events import emit
+from shared.events import emit, run_key
 from shared.fsio import atomic_write, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
                            Unavailable)
@@ -425,10 +425,10 @@ class Fetcher:
                                     if n in present}
             self.memory.save()
 
-    def count_failure(self, item: Path, exc: GitHubError, issue: int, key: str) -> None:
+    def count_failure(self, item: Path, exc: GitHubError, sending: outbox.Item) -> None:
         attempts = self.memory.attempts.pop(item.name, 0) + 1
         if attempts >= SEND_ATTEMPTS:
-            self.set_aside(item, f"{attempts} sends failed, the last: {exc}", issue, key)
+            self.set_aside(item, f"{attempts} sends failed, the last: {exc}", sending)
         else:
             self.memory.attempts[item.name] = attempts
             log.warning("outbox item %s: send failed (%s), attempt %d of %d",
@@ -454,42 +454,68 @@ class Fetcher:
                  status=failure.status, during="outbox")
 
     def send_item(self, item: Path, maybe_sent: bool) -> None:
-        """Send one claimed item; an unsendable one goes to ``bad/``. Raises the
-        ``GitHubError`` of a send that may work later, counted against the item (unless
-        it is a rate limit or SIGTERM cut the call short)."""
+        """Make the GitHub write of one claimed item; an unsendable one goes to ``bad/``.
+        Raises the ``GitHubError`` of a send that may work later, counted against the item
+        (unless it is a rate limit, SIGTERM cut the call short, or GitHub could not be
+        reached for a PR: a pushed branch waits for its PR as long as GitHub is down)."""
         try:
             sending = outbox.read_item(item)
         except outbox.MalformedItem as exc:
             return self.set_aside(item, f"malformed: {exc}")
-        issue, key = sending.issue, sending.key
-        if key in self.memory.sent:
+        if sending.key in self.memory.sent:
             item.unlink()
             return
-        marker = outbox.comment_marker(key)
         try:
-            if maybe_sent and self.posted_before(issue, marker):
-                log.info("outbox %s: already on issue #%d", key, issue)
+            if sending.kind == outbox.OPEN_PR:
+                self.open_pr(sending)
             else:
-                body = sending.body[:POSTED_BODY_LIMIT].rstrip("\n")
-                self.gh.post_comment(issue, f"{body}\n\n{marker}\n")
-                log.info("outbox %s: comment posted on issue #%d", key, issue)
+                self.post_comment(sending, maybe_sent)
         except (NotFound, Rejected) as exc:
-            return self.set_aside(item, f"issue #{issue}: {exc}", issue, key)
+            return self.set_aside(item, f"{sending.kind}: {exc}", sending)
         except RateLimited:
             raise
         except GitHubError as exc:
             if isinstance(exc, Unavailable):  # it may have been written all the same
                 self.settling[item.name] = time.monotonic() + self.settle
-            if not self.stopped():
-                self.count_failure(item, exc, issue, key)
+            if not self.stopped() and not (sending.kind == outbox.OPEN_PR
+                                           and isinstance(exc, Unavailable)):
+                self.count_failure(item, exc, sending)
             raise
         self.settling.pop(item.name, None)
-        self.memory.remember_sent(key)
+        self.memory.remember_sent(sending.key)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()
+        item.unlink()
+
+    def post_comment(self, sending: outbox.Item, maybe_sent: bool) -> None:
+        issue, key = sending.issue, sending.key
+        marker = outbox.comment_marker(key)
+        if maybe_sent and self.posted_before(issue, marker):
+            log.info("outbox %s: already on issue #%d", key, issue)
+        else:
+            body = sending.body[:POSTED_BODY_LIMIT].rstrip("\n")
+            self.gh.post_comment(issue, f"{body}\n\n{marker}\n")
+            log.info("outbox %s: comment posted on issue #%d", key, issue)
         emit(self.cfg.events_dir, "comment_sent", task=sending.task, issue=issue,
              comment=key, key=f"{key}/sent")  # its own key: the comment's is the observer's event's
-        item.unlink()
+
+    def open_pr(self, sending: outbox.Item) -> None:
+        """The pushed branch's PR: the open one for its head, else a new one (so a retry
+        after a timeout never opens a second); then the task's PR marker."""
+        pr, meta = self.gh.find_open_pr(sending.meta["head"]), sending.meta
+        created = pr is None
+        if created:
+            pr = self.gh.create_pr(meta["head"], meta["base"], meta["title"],
+                                   sending.body[:POSTED_BODY_LIMIT])
+        url, number = str(pr.get("html_url") or pr.get("url") or ""), pr.get("number")
+        write_pr_marker(self.cfg, sending.task, worker_id=meta["worker_id"], url=url,
+                        number=number, head=meta["head"], commit=str(meta.get("commit") or ""),
+                        found_by="fetcher")
+        log.info("%s: PR #%s %s", sending.task, number, "opened" if created else "found open")
+        if created:
+            emit(self.cfg.events_dir, "pr_created", sending.task, url=url, number=number,
+                 worker_id=meta["worker_id"],
+                 key=run_key(sending.task, meta["worker_id"], "pr_created"))
 
     def posted_before(self, issue: int, marker: str) -> bool:
         """Whether a comment on ``issue`` written by tac8's own login carries ``marker``
@@ -499,14 +525,23 @@ class Fetcher:
                    and str((c.get("user") or {}).get("login") or "").lower() == ours
                    for c in self.gh.list_comments(issue))
 
-    def set_aside(self, item: Path, why: str, issue: int | None = None,
-                  key: str | None = None) -> None:
-        """Move an item that will not be sent to ``outbox/bad/``."""
+    def set_aside(self, item: Path, why: str, sending: outbox.Item | None = None) -> None:
+        """Move an item that will not be sent to ``outbox/bad/``. A PR GitHub refused to
+        open fails its run: the PR marker says so, and the observer retries or fails it."""
         log.error("outbox item %s set aside in bad/: %s", item.name, why)
         outbox.set_aside(self.cfg, item)
         self.memory.attempts.pop(item.name, None)
         self.memory.save()
-        emit(self.cfg.events_dir, "comment_set_aside", item=item.name, issue=issue, comment=key,
+        if sending is not None and sending.kind == outbox.OPEN_PR:
+            meta = sending.meta
+            write_pr_marker(self.cfg, sending.task, worker_id=meta["worker_id"], url="",
+                            number=None, head=meta["head"], commit=str(meta.get("commit") or ""),
+                            found_by="fetcher", error=f"GitHub did not open the PR: {why}"[:300])
+            emit(self.cfg.events_dir, "pr_refused", sending.task, reason=why[:300],
+                 worker_id=meta["worker_id"])
+            return
+        emit(self.cfg.events_dir, "comment_set_aside", item=item.name,
+             issue=sending.issue if sending else None, comment=sending.key if sending else None,
              reason=why[:300])
 
 

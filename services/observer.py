@@ -368,16 +368,20 @@ class TaskObserver:
     def decide(self, task: str, meta: dict[str, Any]) -> str | None:
         """The terminal transition this run has reached, now recorded in ``applied``; None
         while it is still going."""
-        if self.pr_marker(task, meta) is not None:
+        found = self.pr_marker(task, meta)
+        refused = (found[0].get("error") or None) if found else None
+        if found is not None and not refused:
             verdict = DONE
         else:
-            outcome = meta.get("outcome")
+            outcome = runs.FAILED if refused else meta.get("outcome")
             if outcome is None:
                 if runs.worker_alive(self.cfg, task):
                     return None
                 outcome = self.record_death(task, meta.get("worker_id"))
                 if outcome is None:
                     return None
+            if outcome == runs.PR and self.cfg.github.repo:
+                return None  # pushed: the fetcher opens its PR, whose marker completes it
             verdict = {runs.PR: DONE, runs.BLOCKED: HELD, runs.STOPPED: HALTED}.get(outcome)
             if verdict is None:  # failed (or an outcome this observer does not know)
                 if treefiles.present(self.cfg.tree(task) / STOP_FILE):
@@ -393,6 +397,8 @@ class TaskObserver:
             decided = self.terminal(rec.meta)
             if decided is None:
                 rec.meta["applied"] = [*(rec.meta.get("applied") or []), verdict]
+                if refused:
+                    rec.meta["error"] = refused
                 decided = verdict
             return decided
 

@@ -37,11 +37,12 @@ from typing import Any
 from shared import runs, sandbox, treefiles, worktree
 from shared.clock import now_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
-from shared.errors import ExternalError, Tac8Error
+from shared.errors import Tac8Error
 from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
 from shared.prompt import Template, load_template, prompt_values, render
+from shared.outbox import queue_pr
 from shared.streamjson import StreamJson
 from shared.tasks import issue_number
 from shared.text import code_block
@@ -220,7 +221,6 @@ class Outcome:
     outcome: str
     error: str | None = None
     commit: str | None = None
-    pr: dict[str, Any] = field(default_factory=dict)  # url, number, created
     skipped: list[str] = field(default_factory=list)  # new files not committed, with why
 
 
@@ -481,21 +481,22 @@ class Worker:
         return outcome
 
     def deliver(self, title: str, commit: str, skipped: list[str], worker_id: str) -> Outcome:
-        """Push the branch and open its PR (or find the open one); the PR marker."""
+        """Push the branch, then queue its PR for the fetcher, which opens it (or finds it
+        open) with retries and writes the PR marker: a GitHub fault never reruns the agent.
+        With no GitHub repository the pushed branch is the result: the marker, now."""
         branch = self.cfg.branch(self.task)
         try:
             worktree.push(self.cfg, self.tree, branch)
         except worktree.GitError as exc:
             return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit,
                            skipped=skipped)
-        try:
-            pr = self.open_pr(title, skipped)
-        except ExternalError as exc:  # GitHub would not find or open it
-            return Outcome(runs.FAILED, commit=commit, skipped=skipped,
-                           error=f"pushed {branch}, but could not open its PR: {exc}")
-        runs.write_pr_marker(self.cfg, self.task, worker_id=worker_id, url=pr["url"],
-                             number=pr["number"], head=branch, commit=commit, found_by="worker")
-        return Outcome(runs.PR, commit=commit, pr=pr, skipped=skipped)
+        if self.cfg.github.repo:
+            queue_pr(self.cfg, self.task, worker_id, branch, self.cfg.repo.base_branch, title,
+                     commit, self.pr_body(skipped))
+        else:
+            runs.write_pr_marker(self.cfg, self.task, worker_id=worker_id, url="", number=None,
+                                 head=branch, commit=commit, found_by="worker")
+        return Outcome(runs.PR, commit=commit, skipped=skipped)
 
     def set_question_aside(self) -> None:
         """Copy the agent's ``BLOCKED.md`` (capped; only a regular file is read) to
@@ -515,23 +516,6 @@ class Worker:
             return True
         marker = runs.read_pr_marker(self.cfg, self.task)
         return (marker or {}).get("commit") != commit and worktree.commits_ahead(self.cfg, self.tree) > 0
-
-    def open_pr(self, title: str, skipped: list[str]) -> dict[str, Any]:
-        """The open PR for the branch, created unless one exists; with no GitHub repo
-        configured the pushed branch is the result (url empty)."""
-        if not self.cfg.github.repo:
-            return {"url": "", "number": None, "created": False}
-        from shared.github import GitHub  # only a worker that opens PRs needs gh
-
-        github = GitHub.from_config(self.cfg)
-        branch = self.cfg.branch(self.task)
-        pr = github.find_open_pr(branch)
-        created = pr is None
-        if created:
-            pr = github.create_pr(branch, self.cfg.repo.base_branch, title,
-                                  self.pr_body(skipped))
-        return {"url": _field(pr, "html_url", "url"), "number": _field(pr, "number"),
-                "created": created}
 
     def pr_body(self, skipped: list[str]) -> str:
         body = f"Written by an AI agent for tac8 task `{self.task}`."
@@ -559,13 +543,8 @@ class Worker:
 
         # At least once, each under its run's key (metrics deduplicates): emitted before the
         # outcome is recorded, so a crash in between only repeats them (the observer emits
-        # run_finished for a worker that died without an outcome). pr_created comes first:
-        # run_finished ends the run's launch→PR clock in the metrics.
+        # run_finished for a worker that died without an outcome).
         worker_id = meta.get("worker_id")
-        if outcome.pr.get("created"):
-            emit(self.cfg.events_dir, "pr_created", self.task, url=outcome.pr["url"],
-                 number=outcome.pr["number"], worker_id=worker_id,
-                 key=run_key(self.task, worker_id, "pr_created"))
         emit(self.cfg.events_dir, "run_finished", self.task, outcome=outcome.outcome,
              exit_code=agent.exit_code, error=outcome.error, cost_usd=fields["cost_usd"],
              tokens=fields["tokens"], seconds=round(seconds, 1), worker_id=worker_id,
@@ -576,15 +555,6 @@ class Worker:
             record.body = agent.log_tail
 
         runs.update_run(self.cfg, self.task, write)
-
-
-def _field(obj: Any, *names: str) -> Any:
-    """A field of a PR as the GitHub client returns it (mapping or object)."""
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 def name_process(name: str) -> None:

@@ -1,7 +1,10 @@
-"""The outbox: issue comments the observer queues and the fetcher sends (docs/PROTOCOL.md).
+"""The outbox: GitHub writes the other programs queue and the fetcher makes (docs/PROTOCOL.md).
 
 ``queue_comment`` publishes one item into the ``state/outbox`` maildir: frontmatter ``kind:
-issue_comment``, ``issue``, ``task``, ``key``, and the comment's Markdown as body. The key
+issue_comment``, ``issue``, ``task``, ``key``, and the comment's Markdown as body;
+``queue_pr`` one pull request to open for a pushed branch (``kind: open_pr``, ``task``,
+``worker_id``, ``head``, ``base``, ``title``, ``commit``, ``key``; the PR's text as body),
+which the fetcher finds or opens, then writes the task's PR marker. The key
 makes it idempotent: one comment per key, ever. A sent comment ends with
 ``comment_marker(key)``, an HTML comment that GitHub does not render, so after a crash the
 fetcher can recognise a send among the issue's comments: only among those of tac8's own
@@ -22,16 +25,18 @@ from pathlib import Path
 from shared.fsio import fsync_dir, pending, publish
 from shared.records import RecordError, parse_record, render_record
 
-ISSUE_COMMENT = "issue_comment"
+ISSUE_COMMENT, OPEN_PR = "issue_comment", "open_pr"
 _SAFE_KEY = re.compile(r"[A-Za-z0-9._:/@+=-]{1,200}")
 
 
 @dataclass(frozen=True)
 class Item:
-    issue: int
+    kind: str
+    issue: int | None  # an issue comment's issue
     task: str | None
-    key: str  # as it appears in the comment's marker (``marker_key``)
+    key: str  # as it appears in a comment's marker (``marker_key``)
     body: str
+    meta: dict  # the rest of the frontmatter (a PR's head, base, title, commit, worker_id)
 
 
 class MalformedItem(ValueError):
@@ -41,6 +46,14 @@ class MalformedItem(ValueError):
 def queue_comment(cfg, issue: int, task: str, key: str, body: str) -> Path:
     """Queue one issue comment; the same ``key`` queued twice is still posted once."""
     meta = {"kind": ISSUE_COMMENT, "issue": int(issue), "task": task, "key": str(key)}
+    return publish(cfg.outbox_dir, render_record(meta, body))
+
+
+def queue_pr(cfg, task: str, worker_id: str, head: str, base: str, title: str, commit: str,
+             body: str) -> Path:
+    """Queue the pull request of a run's pushed branch (found if it is open already)."""
+    meta = {"kind": OPEN_PR, "task": task, "worker_id": worker_id, "head": head, "base": base,
+            "title": title, "commit": commit, "key": f"{task}/{worker_id}/open_pr"}
     return publish(cfg.outbox_dir, render_record(meta, body))
 
 
@@ -64,10 +77,18 @@ def read_item(path: Path) -> Item:
     try:
         record = parse_record(path.read_text(encoding="utf-8"), str(path))
         meta = record.meta
-        if meta.get("kind") != ISSUE_COMMENT:
-            raise ValueError(f"unknown kind {meta.get('kind')!r}")
-        return Item(int(meta["issue"]), meta.get("task"), marker_key(meta.get("key") or path.name),
-                    record.body)
+        kind = meta.get("kind")
+        if kind == ISSUE_COMMENT:
+            issue = int(meta["issue"])
+        elif kind == OPEN_PR:
+            issue = None
+            for name in ("task", "worker_id", "head", "base", "title"):
+                if not isinstance(meta.get(name), str) or not meta[name]:
+                    raise ValueError(f"no {name}")
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        return Item(kind, issue, meta.get("task"), marker_key(meta.get("key") or path.name),
+                    record.body, meta)
     except (RecordError, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
         raise MalformedItem(str(exc)) from None
 

@@ -121,9 +121,11 @@ def read_pr_marker(cfg: Config, task: str) -> dict[str, Any] | None:
 
 
 def write_pr_marker(cfg: Config, task: str, *, worker_id: str, url: str, number: int | None,
-                    head: str, commit: str, found_by: str) -> None:
-    """The task's PR marker, naming the run it completes (``worker_id``)."""
-    write_record(cfg.pr_marker(task), {
-        "task": task, "worker_id": worker_id, "url": url, "number": number, "head": head,
-        "commit": commit, "found_by": found_by,
-    })
+                    head: str, commit: str, found_by: str, error: str | None = None) -> None:
+    """The task's PR marker, naming the run it completes (``worker_id``); with ``error``, the
+    PR GitHub refused to open for the run (the run then failed)."""
+    meta = {"task": task, "worker_id": worker_id, "url": url, "number": number, "head": head,
+            "commit": commit, "found_by": found_by}
+    if error:
+        meta["error"] = error
+    write_record(cfg.pr_marker(task), meta)

@@ -264,9 +264,13 @@ class FakeGitHub:
             self.rate_reset = int(time.time() + reset_in) + 1
             self._faults += [_Fault("rate", match, status=status) for _ in range(count)]
 
-    def slow_next(self, count: int = 1, seconds: float = 1.0, match: str | None = None) -> None:
+    def slow_next(self, count: int = 1, seconds: float = 1.0, match: str | None = None, *,
+                  method: str | None = None) -> None:
+        """The next ``count`` matching requests are answered ``seconds`` late, and carried
+        out then: a write lands although its client may have given up."""
         with self._lock:
-            self._faults += [_Fault("slow", match, seconds=seconds) for _ in range(count)]
+            self._faults += [_Fault("slow", match, seconds=seconds, method=method)
+                             for _ in range(count)]
 
     def drop_next(self, count: int = 1, match: str | None = None) -> None:
         """Close the connection without an answer (a network error for gh)."""

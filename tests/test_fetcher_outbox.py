@@ -11,8 +11,13 @@ import pytest
 from services.fetcher import SEND_ATTEMPTS, Memory
 from shared import tasks
 from shared.fsio import pending
-from shared.outbox import queue_comment
+from shared import runs
+from shared.clock import now_iso
+from shared.outbox import queue_comment, queue_pr
+from shared.records import write_record
+from shared.tasks import ACTIVE, edit_tasks, make_marker
 from shared.program import ColdShutdown
+from tests.agents import wait_for
 from tests.test_fetcher import events, make_fetcher
 
 NO_WRITE = "Resource not accessible by personal access token"
@@ -155,13 +160,64 @@ def test_a_comment_whose_post_timed_out_is_looked_for_not_posted_again(sandbox, 
     assert fetcher.settle == 2.0  # twice [github] timeout
     fetcher.send_outbox()  # the POST times out: maybe sent
     assert events(cfg, "comment_sent") == []
-    while fetcher.memory.attempts or outbox_items(cfg):
+
+    def sent() -> bool:
         fetcher.outbox_retry_at = 0.0  # no backoff in this test: only the settling counts
         fetcher.send_outbox()
-        time.sleep(0.05)
+        return not outbox_items(cfg)
+    wait_for(sent, timeout=60, interval=0.05, what="the comment item to be done")
     assert len(fake_github.issue_comments(1)) == 1 and fake_github.count("POST") == 1
     assert [e["comment"] for e in events(cfg, "comment_sent")] == ["gh-1/w-1/completed"]
 
 
 def outbox_items(cfg) -> list:
     return [p for sub in ("new", "cur") for p in pending(cfg.outbox_dir, sub)]
+
+
+def test_a_pr_is_opened_through_5xx_and_a_late_write_without_a_second_or_a_rerun(
+        sandbox, fake_github):
+    """The worker pushed and queued its PR. GitHub answers 502 twice, then takes longer than
+    the timeout (the PR is created all the same): the fetcher keeps trying (a fault costs no
+    attempt and reruns no agent), finds the late PR open instead of opening a second one,
+    and writes the run's marker."""
+    cfg = sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.05,
+                                       "timeout": 1})
+    fake_github.add_issue("x")
+    queue_pr(cfg, "gh-1", "w-abc123", "auto/gh-1", "main", "Fix it", "c0ffee", "Closes #1.")
+    fake_github.fail_next(2, status=502, match="/pulls", method="POST")
+    fake_github.slow_next(1, seconds=1.5, match="/pulls", method="POST")
+    fetcher = make_fetcher(cfg, settle=None)
+
+    def sent() -> bool:
+        fetcher.outbox_retry_at = 0.0  # no backoff in this test: only the settling counts
+        fetcher.send_outbox()
+        return not outbox_items(cfg)
+    wait_for(sent, timeout=60, interval=0.1, what="the PR item to be done")
+    [pr] = fake_github.open_prs()
+    marker = runs.read_pr_marker(cfg, "gh-1")
+    assert (marker["url"], marker["worker_id"], marker["commit"]) == \
+        (pr["html_url"], "w-abc123", "c0ffee")
+    assert pending(cfg.outbox_dir, "bad") == [] and fetcher.memory.attempts == {}
+
+
+def test_a_pr_github_refuses_fails_its_run_with_the_reason(sandbox, fake_github):
+    cfg = sandbox.write_config(github={"repo": fake_github.repo, "poll_interval": 0.05})
+    queue_pr(cfg, "gh-1", "w-abc123", "auto/gh-1", "main", "Fix it", "c0ffee", "")
+    fake_github.fail_next(1, status=422, match="/pulls", method="POST")
+    make_fetcher(cfg).send_outbox()
+    marker = runs.read_pr_marker(cfg, "gh-1")
+    assert marker["worker_id"] == "w-abc123" and "GitHub did not open the PR" in marker["error"]
+    [refused] = events(cfg, "pr_refused")
+    assert refused["task"] == "gh-1" and fake_github.open_prs() == []
+
+    # The run ended "pr" (pushed); its refused marker makes it a failure, retried.
+    from tests.test_observer_handover import InProcess
+    from services import observer as observer_module
+
+    edit_tasks(cfg, lambda board: board.move(board.add("Fix it", task_id="gh-1"), ACTIVE,
+                                             marker=make_marker(ACTIVE, "w-abc123")))
+    write_record(cfg.run_record("gh-1"), {"task": "gh-1", "worker_id": "w-abc123",
+                                          "attempt": 1, "outcome": "pr", "finished": now_iso()})
+    observer_module.TaskObserver(InProcess(cfg)).cycle()
+    meta = runs.read_run(cfg, "gh-1").meta
+    assert meta["applied"][0] == "retry" and "GitHub did not open the PR" in meta["error"]

@@ -302,6 +302,8 @@ def test_observer_killed_between_deciding_and_the_comment_queues_exactly_one(
     add_issue_task(cfg, "gh-11", "Crashy")
     launch(cfg, "gh-11").wait()
     blocker = cfg.outbox_dir / "tmp"
+    if blocker.is_dir():  # (the PR's item went through it, and is sent)
+        blocker.rmdir()
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("not a directory")
     first = observer.start()

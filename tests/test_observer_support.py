@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from shared import runs
+from shared import outbox as queued, runs
 from shared.config import CHECKOUT, Config
 from shared.clock import now_iso
 from shared.fsio import pending
@@ -64,12 +64,29 @@ class ServiceProcess:
         return self.proc is not None and self.proc.poll() is None
 
 
+def open_queued_prs(cfg: Config) -> None:
+    """What the fetcher does with a pushed branch's queued PR: open it (or find it open) and
+    write the marker. Comments stay queued, for the test to read."""
+    from services.fetcher import Fetcher
+    from shared.github import GitHub
+
+    fetcher = Fetcher(cfg, GitHub.from_config(cfg))
+    for item in queued.waiting(cfg):
+        if queued.read_item(item).kind == queued.OPEN_PR:
+            fetcher.send_item(queued.claim(cfg, item), maybe_sent=False)
+
+
 class LaunchedWorker:
-    def __init__(self, task: str, worker_id: str, proc: subprocess.Popen):
-        self.task, self.worker_id, self.proc = task, worker_id, proc
+    def __init__(self, cfg: Config, task: str, worker_id: str, proc: subprocess.Popen):
+        self.cfg, self.task, self.worker_id, self.proc = cfg, task, worker_id, proc
 
     def wait(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
+        """The worker's exit status, once it has ended and (with GitHub) the fetcher's part,
+        its PR, is done."""
+        status = self.proc.wait(timeout)
+        if self.cfg.github.repo:
+            open_queued_prs(self.cfg)
+        return status
 
     def agent(self, ignoring: bool = False) -> psutil.Process | None:
         """The agent, once its signal handling is in place: SIGINT caught (Python is up)
@@ -128,7 +145,7 @@ def launch(cfg: Config, task: str, *, attempt: int = 1, log: Path | None = None)
             ("Started", f"{stamp()} · attempt {attempt}/{cfg.launcher.max_attempts} · "
                         f"trees/{task} · {cfg.branch(task)}")])
     edit_tasks(cfg, to_active)
-    return LaunchedWorker(task, worker_id, proc)
+    return LaunchedWorker(cfg, task, worker_id, proc)
 
 
 def section_of(cfg: Config, task: str) -> str | None:
@@ -146,7 +163,8 @@ def outbox(cfg: Config) -> list[tuple[dict[str, Any], str]]:
     items = []
     for path in pending(cfg.outbox_dir):
         record = read_record(path)
-        items.append((record.meta, record.body))
+        if record.meta.get("kind") == queued.ISSUE_COMMENT:
+            items.append((record.meta, record.body))
     return items
 
 
