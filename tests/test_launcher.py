@@ -216,19 +216,6 @@ def test_a_title_with_bytes_that_are_not_utf8_is_repaired_and_every_task_runs(
     assert launcher.log.read_text().count("bytes that are not UTF-8") == 1
 
 
-def test_a_mistyped_section_and_priority_are_logged_once(sandbox, pids, launchers):
-    cfg = setup(sandbox, pids, "commit")
-    (sandbox.root / "tasks.md").write_text("## Pendng\n[] t-1: Never run\n\n## Pending\n"
-                                          "[] t-2: Runs at p2 {p9}\n")
-    launcher = launchers.start(cfg)
-    wait_for(lambda: finished(cfg, "t-2"), what="t-2")
-    wait_cycles(cfg, "launcher", 2, nudge=partial(nudge, cfg))
-    log = launcher.log.read_text()
-    assert log.count("tasks.md line 1 '## Pendng': not a section: did you mean '## Pending'?") == 1
-    assert log.count("tasks.md line 5 '[] t-2: Runs at p2 {p9}': {p9} is not a priority") == 1
-    assert [e["task"] for e in events_of(cfg, "worker_launched")] == ["t-2"]
-
-
 def test_a_stop_left_from_before_the_launch_is_cleared_and_one_touched_after_stops_the_run(
         sandbox, pids, launchers):
     cfg = setup(sandbox, pids, "hang")
@@ -247,6 +234,19 @@ def test_a_stop_left_from_before_the_launch_is_cleared_and_one_touched_after_sto
     wait_for(lambda: finished(cfg, "t-1"), what="the run to stop")
     meta = runs.read_run(cfg, "t-1").meta
     assert meta["outcome"] == "stopped" and stop.exists()  # the observer removes it
+
+
+def test_a_mistyped_section_and_priority_are_logged_once(sandbox, pids, launchers):
+    cfg = setup(sandbox, pids, "commit")
+    (sandbox.root / "tasks.md").write_text("## Pendng\n[] t-1: Never run\n\n## Pending\n"
+                                          "[] t-2: Runs at p2 {p9}\n")
+    launcher = launchers.start(cfg)
+    wait_for(lambda: finished(cfg, "t-2"), what="t-2")
+    wait_cycles(cfg, "launcher", 2, nudge=partial(nudge, cfg))
+    log = launcher.log.read_text()
+    assert log.count("tasks.md line 1 '## Pendng': not a section: did you mean '## Pending'?") == 1
+    assert log.count("tasks.md line 5 '[] t-2: Runs at p2 {p9}': {p9} is not a priority") == 1
+    assert [e["task"] for e in events_of(cfg, "worker_launched")] == ["t-2"]
 
 
 def test_max_workers_is_never_exceeded(sandbox, pids, launchers):
