@@ -455,9 +455,9 @@ class Fetcher:
 
     def send_item(self, item: Path, maybe_sent: bool) -> None:
         """Make the GitHub write of one claimed item; an unsendable one goes to ``bad/``.
-        Raises the ``GitHubError`` of a send that may work later, counted against the item
-        (unless it is a rate limit, SIGTERM cut the call short, or GitHub could not be
-        reached for a PR: a pushed branch waits for its PR as long as GitHub is down)."""
+        Raises the ``GitHubError`` of a send that may work later. Only a refusal (401, 403)
+        counts against the item: a rate limit, a call SIGTERM cut short, or GitHub out of
+        reach (5xx, a timeout) does not, and the item waits as long as GitHub is down."""
         try:
             sending = outbox.read_item(item)
         except outbox.MalformedItem as exc:
@@ -477,9 +477,8 @@ class Fetcher:
         except GitHubError as exc:
             if isinstance(exc, Unavailable):  # it may have been written all the same
                 self.settling[item.name] = time.monotonic() + self.settle
-            if not self.stopped() and not (sending.kind == outbox.OPEN_PR
-                                           and isinstance(exc, Unavailable)):
-                self.count_failure(item, exc, sending)
+            if not self.stopped() and not isinstance(exc, Unavailable):
+                self.count_failure(item, exc, sending)  # refused: after a few, set aside
             raise
         self.settling.pop(item.name, None)
         self.memory.remember_sent(sending.key)

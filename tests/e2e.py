@@ -47,7 +47,8 @@ START_TIMEOUT = 30.0  # seconds for the four programs to reach RUNNING (startsec
 
 # Small intervals and limits so a scenario takes seconds (the config's key names).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "github": {"host": "github.localhost", "poll_interval": 0.5},
+    # timeout 3: a write whose answer never came is looked for after 6 s
+    "github": {"host": "github.localhost", "poll_interval": 0.5, "timeout": 3},
     "launcher": {"max_workers": 2, "retry_backoff": 1, "retry_backoff_max": 5,
                  "min_free_memory_mb": 50},
     "worker": {"max_runtime": 120, "stall_timeout": 60, "stop_grace": 2},

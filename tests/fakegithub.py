@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import os
 import re
 import shutil
@@ -77,6 +78,7 @@ class FakeGitHub:
         self.rate_remaining = 5000
         self.rate_reset = int(time.time()) + 3600
         self._faults: list[_Fault] = []
+        self._chaos: tuple[float, float, random.Random] | None = None  # see chaos()
         self._next_number = 1
         self._next_id = 1000
         self._lock = threading.RLock()
@@ -281,8 +283,19 @@ class FakeGitHub:
         with self._lock:
             self._faults.clear()
 
+    def chaos(self, rate: float, slow: float = 0.0, seed: int = 0) -> None:
+        """From now on a share ``rate`` of requests (that no planned fault takes) fails at
+        random: half answer 502, half come ``slow`` seconds late, carried out all the same
+        (a write that lands after its client gave up). ``rate`` 0 ends it."""
+        with self._lock:
+            self._chaos = (rate, slow, random.Random(seed)) if rate else None
+
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
+            if not self._faults and self._chaos and self._chaos[2].random() < self._chaos[0]:
+                rate, slow, rng = self._chaos
+                return _Fault("slow", None, seconds=slow) if rng.random() < 0.5 \
+                    else _Fault("status", None, status=502)
             for n, fault in enumerate(self._faults):
                 if ((fault.match is None or fault.match in path)
                         and fault.method in (None, method)):

@@ -240,3 +240,15 @@ def test_restart_all_mid_run_loses_and_duplicates_nothing(fresh):
     wanted = {"workers_launched": 5, "workers_completed": 5, "prs_created": 5}
     wait_for(lambda: {k: (read_metrics(fresh.cfg) or {}).get(k) for k in wanted} == wanted,
              timeout=15, what=f"metrics to count every run once ({read_metrics(fresh.cfg)})")
+
+
+def test_github_faults_cost_no_rerun_and_duplicate_no_pr_or_comment(fresh):
+    """A fifth of GitHub's answers are 502s or come later than the client waits (and are
+    carried out all the same): every issue still ends with one agent run, one PR and one
+    comment (the workers make no GitHub call: only the fetcher does, and retries)."""
+    fresh.fake.chaos(0.2, slow=4.0, seed=20)  # 4 s: longer than [github] timeout
+    tasks = [fresh.add_issue(f"Change under faults {n}") for n in range(5)]
+    fresh.wait_settled(tasks, "completed", timeout=240)
+    fresh.fake.chaos(0)
+    for task in tasks:
+        completed_once(fresh, task)
