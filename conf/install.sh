@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install tac8 on this machine (Raspberry Pi OS / Debian, arm64 or x86_64, Python >= 3.11):
-# the venv, the gh binary if the machine has none, the state folders, and the systemd unit
+# git, bubblewrap (the agent's sandbox), the venv, the gh binary if the machine has none, the
+# state folders, and the systemd unit
 # that runs supervisord (and through it the four programs) at boot. Ends with `tac8 doctor`.
 #
 #   make install                 (or: bash conf/install.sh)
@@ -14,6 +15,7 @@ sudo=""
 echo "tac8 install: checkout $checkout, user $user"
 missing=()
 command -v git >/dev/null || missing+=(git)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -q
