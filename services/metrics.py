@@ -41,7 +41,7 @@ log = logging.getLogger("metrics")
 
 STAGED_EVENTS_KEPT = 3600.0  # seconds: older files in events/tmp are a crashed producer's
 REFRESH_EVERY = 30.0  # seconds between timer wake-ups when no event arrives
-FOLD_BATCH = 500  # events folded per state write (bounds a crash's redo)
+FOLD_BATCH = 1000  # events folded per state write (bounds a crash's redo)
 SEEN_KEEP = 2 * FOLD_BATCH  # keys of the last events counted (a repeat follows a crash)
 SWEEP_EVERY = 3600.0  # seconds between sweeps of producers' crashed leftovers in events/tmp
 RECENT_KEEP = 100  # timestamps kept per kind of recent fact; more than any health threshold

@@ -66,10 +66,11 @@ def _rows(name: str, values: list[float], goal: str) -> list[tuple[str, str, str
             ("observer", f"{name}: p99 of {len(values)}", _ms(values, 0.99), goal)]
 
 
-def _use_agent(box: Sandbox, command: list[str]):
+def _use_agent(box: Sandbox, command: list[str], visible: tuple[str, ...] = ()):
+    """The agent ``command``; ``visible``: folders it writes to, bound into its sandbox."""
     template = box.conf_dir / "worker_template.md"
     template.write_text(render_record({"command": command}, TEMPLATE_BODY))
-    return box.write_config(worker={"template": str(template)})
+    return box.write_config(worker={"template": str(template), "sandbox_binds": list(visible)})
 
 
 @contextmanager
@@ -95,7 +96,7 @@ def stop_latencies(box: Sandbox, tmp: Path) -> tuple[list[float], float]:
     marks.mkdir()
     agent = tmp / "signal_agent.py"
     agent.write_text(SIGNAL_AGENT)
-    cfg = _use_agent(box, [sys.executable, str(agent), str(marks)])
+    cfg = _use_agent(box, [sys.executable, str(agent), str(marks)], visible=(str(marks),))
     observer = ServiceProcess(cfg, tmp / "observer-stop.log").start()
     latencies = []
     try:
