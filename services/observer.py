@@ -444,7 +444,9 @@ class TaskObserver:
         worker = meta.get("worker_id")
         found = self.pr_marker(task, meta)
         marker, when = found if found else ({}, _ended(meta).timestamp())
-        sha = marker.get("commit") or meta.get("commit")
+        # what this run pushed, as it recorded it; the marker's (a PR listing's head) only
+        # while the run has not said yet
+        sha = meta.get("commit") or marker.get("commit")
         url = marker.get("url") or ""
         where = ("PR", url) if url else ("Pushed", marker.get("head") or self.cfg.branch(task))
         cost = meta.get("cost_usd")
