@@ -28,7 +28,6 @@ TASK_ENV = "TAC8_TASK"  # in every agent's environment: marks the task's process
 # bwrap ignores SIGINT/SIGTERM (inherited SIG_IGN) so a graceful stop reaches the agent
 # instead of killing the sandbox; env restores the default dispositions for the agent.
 RESET_SIGNALS = ["env", "--default-signal=INT,TERM,HUP"]
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 def agent_env(template_env: dict[str, str], task: str) -> dict[str, str]:
@@ -38,7 +37,7 @@ def agent_env(template_env: dict[str, str], task: str) -> dict[str, str]:
     return {**env, **template_env, TASK_ENV: task}
 
 
-def unusable(cfg: Config) -> str | None:
+def unusable() -> str | None:
     """Why bubblewrap cannot sandbox an agent here (None: it can). Asked once per worker."""
     if shutil.which("bwrap") is None:
         return "bwrap is not installed (apt install bubblewrap)"
@@ -59,7 +58,7 @@ def mode(cfg: Config) -> tuple[bool, str]:
     wanted = cfg.worker.sandbox
     if wanted == "none":
         return False, "none (sandbox = \"none\")"
-    why = unusable(cfg)
+    why = unusable()
     if why is None:
         return True, "bwrap"
     if wanted == "bwrap":

@@ -209,7 +209,7 @@ def _check_sandbox(cfg: Config) -> Check:
     if cfg.worker.sandbox == "none":
         return Check("sandbox", True, "off ([worker] sandbox = \"none\"): the agent can do "
                      "anything the service user can")
-    why = sandbox.unusable(cfg)
+    why = sandbox.unusable()
     if why is None:
         return Check("sandbox", True, "bubblewrap works: the agent runs sandboxed")
     fix = ("sudo apt-get install bubblewrap" if "not installed" in why else USERNS_FIX)
