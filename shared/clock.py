@@ -5,6 +5,8 @@
 * ``YYYY-MM-DD HH:MM:SS`` in local wall-clock time (``stamp``): tasks.md — what a person
   reads (``- Started:``, ``- Retry: … not before …``).
 
+``duration`` shows a number of seconds as a person reads it (``5m 03s``).
+
 A Pi has no real-time clock: these are for people and records, never for ordering across a
 reboot; timeouts use ``time.monotonic``.
 """
@@ -52,3 +54,17 @@ def parse_stamp(text: str) -> datetime | None:
         return datetime.strptime(text.strip(), STAMP_FORMAT).astimezone()
     except ValueError:
         return None
+
+
+def duration(seconds: float | None) -> str:
+    """``seconds`` as a person reads it, truncated to two units (``5m 03s``, ``2h 07m``)."""
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds // 60 % 60:02d}m"
+    return f"{seconds // 86400}d {seconds // 3600 % 24:02d}h"

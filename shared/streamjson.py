@@ -4,8 +4,8 @@ outcome, cost, usage and turns.
 
 ``parse`` reads one line. ``StreamJson`` is fed the agent's output as it arrives (the
 worker) and keeps the final result message; lines longer than ``LINE_LIMIT`` are skipped
-unparsed, so a runaway line costs bounded memory. Rendering messages for a person is the
-CLI's job (``services/cli/logs.py``).
+unparsed, so a runaway line costs bounded memory. Rendering messages for a person is
+``shared.agentlog``'s job.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ service.
 * ``main`` — argument parsing, the command table, ``stop`` / ``pause`` / ``resume`` / ``add``;
 * ``status`` — the dashboard; ``logs`` — an agent's log as text; ``doctor`` — checks of the
   machine and the install; ``demo`` (with ``demo_agent``) — tac8 end to end in a sandbox;
-* ``common`` — task ids, durations and the user's error, for several commands.
+* ``common`` — task ids and the user's error, for several commands.
 
 ``tac8`` (the console script) and ``python -m services.cli`` both run ``main``.
 """

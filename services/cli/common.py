@@ -1,5 +1,5 @@
 """What several ``tac8`` commands share: the user's task ids, where a task is on the board,
-durations as a person reads them, and the error a user can fix."""
+and the error a user can fix. (Durations as a person reads them: ``shared.clock.duration``.)"""
 
 from __future__ import annotations
 
@@ -28,15 +28,3 @@ def section_of(cfg: Config, task: str) -> str | None:
     found = read_board(cfg.tasks_file).find(task)
     return found[0] if found else None
 
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h {seconds // 60 % 60:02d}m"
-    return f"{seconds // 86400}d {seconds // 3600 % 24:02d}h"

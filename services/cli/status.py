@@ -16,9 +16,8 @@ import sys
 import time
 from typing import Any
 
-from services.cli.common import duration
-from services.cli.logs import last_output
-from shared.clock import parse_iso
+from shared.agentlog import last_output
+from shared.clock import duration, parse_iso
 from shared import sandbox
 from shared.config import Config, load_config
 from shared.errors import ConfigError
