@@ -5,10 +5,12 @@ gh is pointed at it by environment (``FakeGitHub.env``): ``GH_HOST=github.localh
 gh then sends plain-HTTP absolute-URI requests (``GET http://api.github.localhost/repos/…``)
 to the "proxy", which answers them itself. gh sends request bodies chunked.
 
-It keeps one repository's issues, comments and pull requests in memory and serves the REST
-endpoints tac8 uses, with GitHub's field names, ``Link`` pagination with absolute URLs,
-weak ETags and 304s (which cost no rate limit), ``X-RateLimit-*`` headers, and failure
-injection (``fail_next``, ``rate_limit_next``, ``slow_next``, ``drop_next``). Every request
+It keeps one repository in memory (issues and their comments and reactions; pull requests
+and their reviews and review comments; check runs and statuses of commits) and serves the
+REST endpoints tac8 uses, with GitHub's field names, ``since`` filters, ``Link`` pagination
+with absolute URLs, weak ETags and 304s (which cost no rate limit), ``X-RateLimit-*``
+headers, and failure injection (``fail_next``, ``rate_limit_next``, ``slow_next``,
+``drop_next``). Its clock can be moved on (``advance_clock``). Every request
 is logged in ``requests`` so tests can count them; ``on_request`` is called after a request
 changed the state and before the answer is sent (e.g. to kill a client right then).
 
@@ -29,10 +31,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 
@@ -40,8 +43,14 @@ API_HOST = "api.github.localhost"
 TOKEN = "fake-token"
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
+REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED")
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO 8601 time as GitHub takes it (``2026-01-01T00:00:00Z``)."""
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -71,7 +80,13 @@ class FakeGitHub:
         self.login = login  # the token's user: author of comments and PRs made through gh
         self.issues: dict[int, dict] = {}
         self.pulls: dict[int, dict] = {}
-        self.comments: dict[int, list[dict]] = {}
+        self.comments: dict[int, list[dict]] = {}  # issue or PR number -> its comments
+        self.reviews: dict[int, list[dict]] = {}  # PR number -> its reviews
+        self.review_comments: dict[int, list[dict]] = {}  # PR number -> comments on its diff
+        self.reactions: dict[int, list[dict]] = {}  # issue comment id -> its reactions
+        self.check_runs: dict[str, list[dict]] = {}  # commit sha -> its check runs
+        self.statuses: dict[str, list[dict]] = {}  # commit sha -> its statuses, oldest first
+        self.commits: set[str] = set()  # every sha the fake knows (PR heads, past and present)
         self.requests: list[Logged] = []
         self.on_request: Callable[[Logged], None] | None = None
         self.rate_limit_total = 5000
@@ -81,6 +96,7 @@ class FakeGitHub:
         self._chaos: tuple[float, float, random.Random] | None = None  # see chaos()
         self._next_number = 1
         self._next_id = 1000
+        self._clock_offset = 0.0  # see advance_clock()
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -131,6 +147,16 @@ class FakeGitHub:
             "GH_CONFIG_DIR": self._config_dir or "",
         }
 
+    # --- the clock: timestamps have GitHub's one-second resolution ---
+    def _now(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self._clock_offset))
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the fake's clock on (what it stamps into created_at, updated_at…), so a
+        test can put things on either side of a ``since`` without sleeping."""
+        with self._lock:
+            self._clock_offset += seconds
+
     # --- state: issues ---
     def _number(self) -> int:
         with self._lock:
@@ -154,7 +180,7 @@ class FakeGitHub:
                 "state": state, "locked": False, "comments": 0,
                 "html_url": f"https://github.localhost/{self.repo}/issues/{number}",
                 "url": f"http://{API_HOST}/repos/{self.repo}/issues/{number}",
-                "created_at": _now(), "updated_at": _now(), "closed_at": None,
+                "created_at": self._now(), "updated_at": self._now(), "closed_at": None,
             }
             self._touch(issue)
             self.issues[number] = issue
@@ -168,7 +194,7 @@ class FakeGitHub:
         return {"id": abs(hash(name)) % 10**9, "name": name, "color": "ededed"}
 
     def _touch(self, issue: dict) -> None:
-        issue["updated_at"] = _now()
+        issue["updated_at"] = self._now()
         issue["_seq"] = self._id()  # orders updates within one second, like GitHub's clock
 
     def edit_issue(self, number: int, **fields: Any) -> None:
@@ -180,7 +206,7 @@ class FakeGitHub:
                 fields["user"] = {"login": fields.pop("author"), "type": "User"}
             issue.update(fields)
             if fields.get("state") == "closed":
-                issue["closed_at"] = _now()
+                issue["closed_at"] = self._now()
             self._touch(issue)
 
     def close_issue(self, number: int) -> None:
@@ -198,21 +224,71 @@ class FakeGitHub:
 
     def issue_comments(self, number: int) -> list[dict]:
         with self._lock:
-            return [dict(c) for c in self.comments.get(number, [])]
+            return [self._public(c) for c in self.comments.get(number, [])]
 
-    def add_comment(self, number: int, body: str, author: str = "octo") -> dict:
+    def add_comment(self, number: int, body: str, author: str = "octo",
+                    association: str | None = None) -> dict:
+        """A comment on issue or PR ``number`` by ``author``, whose author_association
+        is ``association`` (default: OWNER for the repository's owner, else NONE)."""
         with self._lock:
+            cid, now = self._id(), self._now()
             comment = {
-                "id": self._id(), "body": body, "user": {"login": author, "type": "User"},
-                "html_url": f"https://github.localhost/{self.repo}/issues/{number}#c",
-                "created_at": _now(), "updated_at": _now(),
-                "author_association": "OWNER" if author == self.owner else "NONE",
+                "id": cid, "body": body, "user": {"login": author, "type": "User"},
+                "url": f"http://{API_HOST}/repos/{self.repo}/issues/comments/{cid}",
+                "html_url": f"https://github.localhost/{self.repo}/"
+                            f"{'pull' if number in self.pulls else 'issues'}/{number}"
+                            f"#issuecomment-{cid}",
+                "issue_url": f"http://{API_HOST}/repos/{self.repo}/issues/{number}",
+                "created_at": now, "updated_at": now,
+                "author_association": association or self._association(author),
+                "reactions": {"url": f"http://{API_HOST}/repos/{self.repo}/issues/comments/"
+                                     f"{cid}/reactions",
+                              "total_count": 0, **{content: 0 for content in REACTIONS}},
             }
+            self._touch(comment)
             self.comments.setdefault(number, []).append(comment)
             issue = self.issues.get(number) or self.pulls.get(number)
             issue["comments"] = issue.get("comments", 0) + 1
             self._touch(issue)
-            return dict(comment)
+            return self._public(comment)
+
+    def edit_comment(self, comment_id: int, body: str) -> None:
+        """Edit an issue comment: its updated_at moves (its issue's is left alone)."""
+        with self._lock:
+            comment = self._comment(comment_id)
+            comment["body"] = body
+            self._touch(comment)
+
+    def _comment(self, comment_id: int) -> dict:
+        for comments in self.comments.values():
+            for comment in comments:
+                if comment["id"] == comment_id:
+                    return comment
+        raise KeyError(comment_id)
+
+    def _association(self, login: str) -> str:
+        return "OWNER" if login == self.owner else "NONE"
+
+    def comment_reactions(self, comment_id: int) -> list[dict]:
+        """The reactions on issue comment ``comment_id``, oldest first."""
+        with self._lock:
+            return [dict(r) for r in self.reactions.get(comment_id, [])]
+
+    def add_reaction(self, comment_id: int, content: str,
+                     author: str = "octo") -> tuple[dict, bool]:
+        """``author``'s reaction ``content`` on an issue comment; returns it and whether it
+        is new (GitHub keeps one per user and content)."""
+        with self._lock:
+            comment = self._comment(comment_id)
+            for reaction in self.reactions.get(comment_id, []):
+                if reaction["content"] == content and reaction["user"]["login"] == author:
+                    return dict(reaction), False
+            reaction = {"id": self._id(), "user": {"login": author, "type": "User"},
+                        "content": content, "created_at": self._now()}
+            self.reactions.setdefault(comment_id, []).append(reaction)
+            comment["reactions"][content] += 1
+            comment["reactions"]["total_count"] += 1
+            return dict(reaction), True
 
     # --- state: pull requests ---
     def add_pr(self, head: str, *, base: str = "main", title: str = "A change", body: str = "",
@@ -221,31 +297,167 @@ class FakeGitHub:
         with self._lock:
             number = self._number()
             owner = head_owner or self.owner
+            sha = sha or hashlib.sha1(f"{head}{number}".encode()).hexdigest()
+            now = self._now()
             pr = {
                 "id": self._id(), "number": number, "title": title, "body": body,
                 "state": state, "draft": False,
                 "user": {"login": author or owner, "type": "User"},
                 "html_url": f"https://github.localhost/{self.repo}/pull/{number}",
                 "url": f"http://{API_HOST}/repos/{self.repo}/pulls/{number}",
-                "head": {"ref": head, "label": f"{owner}:{head}",
-                         "sha": sha or hashlib.sha1(f"{head}{number}".encode()).hexdigest(),
+                "head": {"ref": head, "label": f"{owner}:{head}", "sha": sha,
                          "repo": {"full_name": f"{owner}/{self.name}"}},
                 "base": {"ref": base, "label": f"{self.owner}:{base}",
                          "repo": {"full_name": self.repo}},
-                "created_at": _now(), "updated_at": _now(),
+                "created_at": now, "updated_at": now,
+                "closed_at": None if state == "open" else now,
+                "merged": False, "merged_at": None, "merge_commit_sha": None,
             }
             self._touch(pr)
             self.pulls[number] = pr
+            self.commits.add(sha)
             return self._public(pr)
 
     def close_pr(self, number: int) -> None:
+        """Close PR ``number`` without merging it."""
         with self._lock:
-            self.pulls[number]["state"] = "closed"
-            self._touch(self.pulls[number])
+            pr = self.pulls[number]
+            pr.update(state="closed", closed_at=self._now())
+            self._touch(pr)
+
+    def merge_pr(self, number: int) -> None:
+        """Merge PR ``number``: closed, ``merged``, with merged_at and a merge commit."""
+        with self._lock:
+            pr = self.pulls[number]
+            now = self._now()
+            merge_sha = hashlib.sha1(f"merge {pr['head']['sha']}".encode()).hexdigest()
+            pr.update(state="closed", closed_at=now, merged=True, merged_at=now,
+                      merge_commit_sha=merge_sha)
+            self.commits.add(merge_sha)
+            self._touch(pr)
+
+    def push_pr(self, number: int, sha: str | None = None) -> str:
+        """A push to PR ``number``'s branch: a new head sha (returned); updated_at moves."""
+        with self._lock:
+            pr = self.pulls[number]
+            sha = sha or hashlib.sha1(f"{pr['head']['sha']} {self._id()}".encode()).hexdigest()
+            pr["head"] = {**pr["head"], "sha": sha}  # a new dict: what add_pr gave stays
+            self.commits.add(sha)
+            self._touch(pr)
+            return sha
 
     def open_prs(self) -> list[dict]:
         with self._lock:
             return [dict(p) for p in self.pulls.values() if p["state"] == "open"]
+
+    # --- state: reviews and comments on a PR's diff; each moves the PR's updated_at ---
+    def add_review(self, number: int, state: str = "APPROVED", body: str = "", *,
+                   author: str = "octo", association: str | None = None,
+                   commit_id: str | None = None) -> dict:
+        """A submitted review of PR ``number`` (state APPROVED, CHANGES_REQUESTED,
+        COMMENTED or DISMISSED), of its head commit unless ``commit_id`` says otherwise."""
+        assert state in REVIEW_STATES, state
+        with self._lock:
+            pr = self.pulls[number]
+            rid = self._id()
+            review = {
+                "id": rid, "user": {"login": author, "type": "User"}, "body": body,
+                "state": state, "commit_id": commit_id or pr["head"]["sha"],
+                "author_association": association or self._association(author),
+                "submitted_at": self._now(),
+                "html_url": f"{pr['html_url']}#pullrequestreview-{rid}",
+                "pull_request_url": pr["url"],
+            }
+            self.reviews.setdefault(number, []).append(review)
+            self._touch(pr)
+            return dict(review)
+
+    def add_review_comment(self, number: int, body: str, *, path: str = "README.md",
+                           line: int | None = 1, side: str = "RIGHT", author: str = "octo",
+                           association: str | None = None, review_id: int | None = None,
+                           original_line: int | None = None) -> dict:
+        """A comment on PR ``number``'s diff at ``path``:``line`` (None: outdated, placed
+        by ``original_line``). Without ``review_id`` it comes, as a lone comment does on
+        GitHub, with a COMMENTED review of its own whose body is empty."""
+        with self._lock:
+            pr = self.pulls[number]
+            association = association or self._association(author)
+            if review_id is None:
+                review_id = self.add_review(number, "COMMENTED", author=author,
+                                            association=association)["id"]
+            cid, now = self._id(), self._now()
+            anchor = line if line is not None else original_line
+            comment = {
+                "id": cid, "pull_request_review_id": review_id,
+                "url": f"http://{API_HOST}/repos/{self.repo}/pulls/comments/{cid}",
+                "html_url": f"{pr['html_url']}#discussion_r{cid}",
+                "pull_request_url": pr["url"],
+                "diff_hunk": f"@@ -{anchor or 1},1 +{anchor or 1},1 @@\n+changed",
+                "path": path, "line": line,
+                "original_line": original_line if original_line is not None else line,
+                "side": side, "start_line": None, "original_start_line": None,
+                "start_side": None, "subject_type": "line",
+                "commit_id": pr["head"]["sha"], "original_commit_id": pr["head"]["sha"],
+                "user": {"login": author, "type": "User"}, "body": body,
+                "author_association": association,
+                "created_at": now, "updated_at": now,
+            }
+            self._touch(comment)
+            self.review_comments.setdefault(number, []).append(comment)
+            self._touch(pr)
+            return self._public(comment)
+
+    # --- state: CI on a commit (a sha, or the head ref of a PR) ---
+    def set_check_run(self, ref: str, name: str, status: str = "completed",
+                      conclusion: str | None = "success", *, title: str | None = None,
+                      summary: str = "", text: str | None = None,
+                      details_url: str | None = None) -> dict:
+        """Create check run ``name`` on a commit, or update the one of that name (as a
+        run moves from queued to in_progress to completed). ``conclusion`` counts only
+        once ``status`` is completed."""
+        with self._lock:
+            sha = self._resolve_ref(ref) or ref
+            self.commits.add(sha)
+            runs = self.check_runs.setdefault(sha, [])
+            run = next((r for r in runs if r["name"] == name), None)
+            if run is None:
+                rid = self._id()
+                run = {"id": rid, "name": name, "head_sha": sha, "started_at": self._now(),
+                       "url": f"http://{API_HOST}/repos/{self.repo}/check-runs/{rid}",
+                       "html_url": f"https://github.localhost/{self.repo}/runs/{rid}",
+                       "app": {"slug": "github-actions", "name": "GitHub Actions"}}
+                runs.append(run)
+            done = status == "completed"
+            run.update(status=status, conclusion=conclusion if done else None,
+                       completed_at=self._now() if done else None,
+                       details_url=details_url or run.get("details_url") or run["html_url"],
+                       output={"title": title, "summary": summary, "text": text,
+                               "annotations_count": 0,
+                               "annotations_url": f"{run['url']}/annotations"})
+            return dict(run)
+
+    def set_status(self, ref: str, context: str, state: str, description: str = "",
+                   target_url: str | None = None) -> dict:
+        """A commit status (state error, failure, pending or success); the combined
+        status shows the latest one of each context."""
+        assert state in ("error", "failure", "pending", "success"), state
+        with self._lock:
+            sha = self._resolve_ref(ref) or ref
+            self.commits.add(sha)
+            sid, now = self._id(), self._now()
+            status = {"id": sid, "url": f"http://{API_HOST}/repos/{self.repo}/statuses/{sha}",
+                      "state": state, "description": description, "target_url": target_url,
+                      "context": context, "created_at": now, "updated_at": now}
+            self.statuses.setdefault(sha, []).append(status)
+            return dict(status)
+
+    def _resolve_ref(self, ref: str) -> str | None:
+        """The sha ``ref`` names: a known sha, or the head of the newest PR from that
+        branch; None if the fake knows no such commit."""
+        if ref in self.commits:
+            return ref
+        heads = [pr for pr in self.pulls.values() if pr["head"]["ref"] == ref]
+        return max(heads, key=lambda pr: pr["number"])["head"]["sha"] if heads else None
 
     # --- failure injection: each fault is used by one request; ``match``, a substring of
     # the path and query ("/pulls", "page=2"), limits which ---
@@ -349,7 +561,9 @@ class FakeGitHub:
         wanted = [n for n in query.get("labels", "").split(",") if n]
         out = []
         everything = list(self.issues.values()) + [
-            {**p, "labels": p.get("labels", []), "pull_request": {"url": p["url"]}}
+            {**p, "labels": p.get("labels", []),
+             "pull_request": {"url": p["url"], "html_url": p["html_url"],
+                              "merged_at": p["merged_at"]}}
             for p in self.pulls.values()]
         for issue in everything:
             if state != "all" and issue["state"] != state:
@@ -357,7 +571,7 @@ class FakeGitHub:
             names = {label["name"] for label in issue.get("labels", [])}
             if any(n not in names for n in wanted):
                 continue
-            out.append({k: v for k, v in issue.items() if k != "head" and k != "base"})
+            out.append({k: v for k, v in issue.items() if k not in _PR_ONLY})
         return self._sorted(out, query)
 
     def _list_pulls(self, query: dict[str, str]) -> list[dict]:
@@ -371,7 +585,7 @@ class FakeGitHub:
                 continue
             if query.get("base") and pr["base"]["ref"] != query["base"]:
                 continue
-            out.append(pr)
+            out.append({k: v for k, v in pr.items() if k != "merged"})  # as GitHub lists them
         return self._sorted(out, query)
 
     def handle(self, method: str, path: str, query: dict[str, str],
@@ -405,7 +619,7 @@ class FakeGitHub:
                 if number not in self.issues and number not in self.pulls:
                     return 404, {"message": "Not Found"}, {}
                 if method == "GET":
-                    return self._listing(self.comments.get(number, []), query, path)
+                    return self._comment_listing(self.comments.get(number, []), query, path)
                 if method == "POST":
                     if not isinstance(body, dict) or not isinstance(body.get("body"), str):
                         return _invalid("IssueComment", "missing_field", field="body")
@@ -415,12 +629,89 @@ class FakeGitHub:
                     return 201, self.add_comment(number, body["body"], author=self.login), {}
             if method == "POST" and rest == "/pulls":
                 return self._create_pr(body)
+            if method == "GET" and rest == "/issues/comments":
+                everything = [c for comments in self.comments.values() for c in comments]
+                return self._comment_listing(everything, query, path)
+            if match := re.fullmatch(r"/issues/comments/(\d+)/reactions", rest):
+                return self._reactions(method, int(match.group(1)), body, query, path)
+            if method == "GET" and rest == "/pulls/comments":
+                everything = [c for comments in self.review_comments.values() for c in comments]
+                return self._comment_listing(everything, query, path)
+            if match := re.fullmatch(r"/pulls/(\d+)/(reviews|comments)", rest):
+                number = int(match.group(1))
+                if method != "GET" or number not in self.pulls:
+                    return 404, {"message": "Not Found"}, {}
+                if match.group(2) == "reviews":  # chronological, no filters
+                    return self._listing(self.reviews.get(number, []), query, path)
+                return self._comment_listing(self.review_comments.get(number, []), query, path)
+            if method == "GET" and (match := re.fullmatch(r"/commits/(.+)/(check-runs|status)",
+                                                          rest)):
+                return self._commit_checks(unquote(match.group(1)), match.group(2), query, path)
         return 404, {"message": "Not Found"}, {}
 
-    def _listing(self, items: list[dict], query: dict[str, str],
-                 path: str) -> tuple[int, Any, dict[str, str]]:
+    def _listing(self, items: list[dict], query: dict[str, str], path: str,
+                 wrap: Callable[[list], Any] = lambda page: page
+                 ) -> tuple[int, Any, dict[str, str]]:
+        """One page of ``items`` (``wrap`` puts it into an envelope, as for check runs)
+        with its Link header."""
         page, link = self._page([self._public(i) for i in items], query, path)
-        return 200, page, ({"Link": link} if link else {})
+        return 200, wrap(page), ({"Link": link} if link else {})
+
+    def _comment_listing(self, items: list[dict], query: dict[str, str],
+                         path: str) -> tuple[int, Any, dict[str, str]]:
+        """Comments as GitHub lists them: ``since`` keeps those updated at or after it;
+        ascending ids unless ``sort`` (created, updated; ``direction`` default desc)."""
+        if query.get("since"):
+            try:
+                since = _parse_time(query["since"])
+            except ValueError:
+                return _invalid("Comment", "invalid", field="since")
+            items = [i for i in items if _parse_time(i["updated_at"]) >= since]
+        items = self._sorted(items, query) if query.get("sort") \
+            else sorted(items, key=lambda i: i["id"])
+        return self._listing(items, query, path)
+
+    def _reactions(self, method: str, comment_id: int, body: Any, query: dict[str, str],
+                   path: str) -> tuple[int, Any, dict[str, str]]:
+        try:
+            self._comment(comment_id)
+        except KeyError:
+            return 404, {"message": "Not Found"}, {}
+        if method == "GET":
+            wanted = query.get("content")
+            return self._listing([r for r in self.reactions.get(comment_id, [])
+                                  if wanted in (None, r["content"])], query, path)
+        if method != "POST":
+            return 404, {"message": "Not Found"}, {}
+        content = body.get("content") if isinstance(body, dict) else None
+        if content not in REACTIONS:
+            return _invalid("Reaction", "custom", field="content",
+                            message="content is not included in the list")
+        reaction, new = self.add_reaction(comment_id, content, author=self.login)
+        return (201 if new else 200), reaction, {}
+
+    def _commit_checks(self, ref: str, what: str, query: dict[str, str],
+                       path: str) -> tuple[int, Any, dict[str, str]]:
+        """``check-runs`` or combined ``status`` of a commit; both page their list."""
+        sha = self._resolve_ref(ref)
+        if sha is None:
+            return 422, {"message": f"No commit found for SHA: {ref}",
+                         "documentation_url": "https://docs.github.com/rest"}, {}
+        if what == "check-runs":
+            runs = [r for r in self.check_runs.get(sha, [])
+                    if query.get("check_name") in (None, r["name"])
+                    and query.get("status") in (None, r["status"])]
+            return self._listing(runs, query, path,
+                                 lambda page: {"total_count": len(runs), "check_runs": page})
+        latest = {s["context"]: s for s in self.statuses.get(sha, [])}
+        states = {s["state"] for s in latest.values()}
+        state = ("failure" if states & {"error", "failure"}
+                 else "pending" if not states or "pending" in states else "success")
+        commit_url = f"http://{API_HOST}/repos/{self.repo}/commits/{sha}"
+        return self._listing(list(latest.values()), query, path, lambda page: {
+            "state": state, "sha": sha, "total_count": len(latest), "statuses": page,
+            "repository": {"full_name": self.repo}, "commit_url": commit_url,
+            "url": f"{commit_url}/status"})
 
     def _create_pr(self, body: Any) -> tuple[int, Any, dict[str, str]]:
         if not isinstance(body, dict):
@@ -452,6 +743,10 @@ class FakeGitHub:
                 "X-RateLimit-Used": str(self.rate_limit_total - self.rate_remaining),
                 "X-RateLimit-Resource": "core",
             }
+
+
+# A PR's fields that its entry in the issues listing leaves out
+_PR_ONLY = ("head", "base", "merged", "merged_at", "merge_commit_sha")
 
 
 def _invalid(resource: str, code: str, **error: str) -> tuple[int, Any, dict[str, str]]:
