@@ -13,6 +13,14 @@ Behaviours::
     noop                  succeed without changing anything (exit 0)
     exit1                 print a line and exit 1 without a result message
     is-error              commit a file, but the result says is_error: true
+    usage-limit [RESET [SUBTYPE]]
+                          end as Claude Code does when the usage limit is reached: the
+                          message as assistant text and in a result with is_error: true
+                          and SUBTYPE (default success; or error_during_execution), exit
+                          1. RESET is when the limit resets: an epoch (default
+                          1767225600) or +SECONDS from now, giving "Claude AI usage limit
+                          reached|<epoch>"; or "clock", giving "You've hit your limit ·
+                          resets 3pm (Europe/Berlin)", whose time has no date
     daemon                fork a setsid daemon that lives on, then commit and succeed
     flood [MEGABYTES]     print that much output (default 30), then commit and succeed
     stubborn              ignore SIGINT and SIGTERM, print one line, wait forever
@@ -53,12 +61,27 @@ def assistant(text: str) -> None:
          "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}})
 
 
-def result(is_error: bool = False, text: str = "done", subtype: str = "success") -> None:
+def result(is_error: bool = False, text: str = "done", subtype: str = "success",
+           **fields: object) -> None:
+    """The final message; ``fields`` replace the usual ones (num_turns, total_cost_usd…)."""
     say({"type": "result", "subtype": subtype, "is_error": is_error, "result": text,
          "session_id": SESSION, "num_turns": 3, "duration_ms": 1234,
          "total_cost_usd": 0.0123,
          "usage": {"input_tokens": 100, "output_tokens": 50,
-                   "cache_creation_input_tokens": 10, "cache_read_input_tokens": 5}})
+                   "cache_creation_input_tokens": 10, "cache_read_input_tokens": 5},
+         **fields})
+
+
+def usage_limit_text(reset: str | None) -> str:
+    """The two forms Claude Code has ended with at its usage limit: the older one with the
+    reset as an epoch after a ``|``, the newer one with a wall-clock time and zone."""
+    if reset == "clock":
+        return "You've hit your limit · resets 3pm (Europe/Berlin)"
+    if reset and reset.startswith("+"):
+        epoch = int(time.time() + float(reset[1:]))
+    else:
+        epoch = int(reset or 1767225600)
+    return f"Claude AI usage limit reached|{epoch}"
 
 
 def note_pid(pid: int) -> None:
@@ -125,7 +148,12 @@ def forever() -> None:
 
 def main() -> int:
     behaviour = sys.argv[1] if len(sys.argv) > 1 else "commit"
-    arg = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else None
+    args = []  # the behaviour's own arguments: those before the first option
+    for word in sys.argv[2:]:
+        if word.startswith("-"):
+            break
+        args.append(word)
+    arg = args[0] if args else None
     if behaviour == "mix":
         digits = "".join(ch for ch in os.path.basename(os.getcwd()) if ch.isdigit()) or "0"
         behaviour = MIX[int(digits) % len(MIX)]
@@ -166,6 +194,17 @@ def main() -> int:
     elif behaviour == "is-error":
         commit_new_file()
         result(is_error=True, text="API Error: overloaded", subtype="error_during_execution")
+    elif behaviour == "usage-limit":
+        text = usage_limit_text(arg)
+        subtype = args[1] if len(args) > 1 else "success"
+        assistant(text)  # Claude Code shows the message as a (synthetic) assistant turn too
+        # an error subtype may carry the text in "errors" as well (the Agent SDK's shape)
+        extra = {"errors": [text]} if subtype != "success" else {}
+        result(is_error=True, text=text, subtype=subtype, num_turns=1, total_cost_usd=0,
+               duration_ms=412, usage={"input_tokens": 0, "output_tokens": 0,
+                                       "cache_creation_input_tokens": 0,
+                                       "cache_read_input_tokens": 0}, **extra)
+        return 1
     elif behaviour == "daemon":
         daemonize()
         commit_new_file()
