@@ -37,7 +37,7 @@ from shared import issues, runs, treefiles, worktree
 from shared.config import CHECKOUT
 from shared.clock import now_iso, parse_iso, stamp
 from shared.events import emit, run_key
-from shared.fsio import atomic_write
+from shared.fsio import atomic_write, keep_tail
 from shared.locks import AlreadyHeld, HeldLock, hold
 from shared.health import available_memory_mb, read_metrics
 from shared.pause import pause, read_pause, toggle
@@ -53,10 +53,12 @@ LOW_MEMORY_RESCAN = 5.0  # memory coming back wakes nothing: look again this oft
 PAUSE_AFTER = 3  # the same launch failure this many times in a row pauses launching
 CLEAN_EVERY = 600.0  # seconds between stale-tree cleanups while health is degraded
 FETCH_EVERY = 60.0  # seconds between fetches of the base branch before new branches
+WORKER_LOG_LIMIT, WORKER_LOG_KEPT = 1 << 20, 256 << 10  # a worker log over 1 MiB keeps 256 KiB
 HEALTH_BAD = ("degraded", "critical")
 # A file replaced (atomic writes, most editors), created, deleted, or closed after writing (an
 # editor that writes in place). Not opened or read: the launcher reads these files itself.
 CHANGES = [FileMovedEvent, FileCreatedEvent, FileDeletedEvent, FileClosedEvent]
+LOCK_RELEASES = [FileDeletedEvent, FileClosedEvent]
 
 
 def _same_board(board: Board) -> Board:
@@ -170,7 +172,7 @@ class Launcher:
                        event_filter=CHANGES)
         prog.watch(cfg.state_dir, wanted=functools.partial(_names_event, {cfg.pause_file.name}),
                    event_filter=CHANGES)
-        prog.watch(cfg.runs_dir, wanted=_lock_closed, event_filter=[FileClosedEvent])
+        prog.watch(cfg.live_dir, wanted=_lock_released, event_filter=LOCK_RELEASES)
         alive = self.alive_tasks()
         if alive:
             self.log.info("adopted %d live worker(s): %s", len(alive), ", ".join(sorted(alive)))
@@ -340,6 +342,7 @@ class Launcher:
             worker_id, tree_ms = claimed
             try:
                 proc = self.spawn(task_id, lock)
+                lock.hand_over()
             except OSError as exc:
                 self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {exc}")
                 return False
@@ -436,6 +439,7 @@ class Launcher:
         """The task's worker, in a new session, handed the liveness lock."""
         log_path = runs.worker_log(self.cfg, task_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        keep_tail(log_path, WORKER_LOG_LIMIT, WORKER_LOG_KEPT)  # appended by every attempt
         fd = lock.fileno()
         with open(log_path, "ab") as log:
             return subprocess.Popen(
@@ -562,9 +566,9 @@ def _names_event(names: set[str], event: Any) -> bool:
     return any(os.path.basename(p) in names for p in paths)
 
 
-def _lock_closed(event: Any) -> bool:
-    """A lock file closed after writing: its holder (a worker) released it, e.g. by exiting.
-    (``is_held`` probes open a lock read-only, so they do not count.)"""
+def _lock_released(event: Any) -> bool:
+    """A liveness lock removed by its worker as it ends, or closed after writing by one that
+    died. (``is_held`` probes open a lock read-only, so they do not count.)"""
     return event.src_path.endswith(".lock")
 
 

@@ -11,8 +11,10 @@ comments and cleanup. It owns every transition out of Active, and never calls Gi
   ``outcome: failed`` ("worker died") and emits its ``run_finished``.
 * Day rollover: earlier days' Completed Today entries are written to ``state/archive/`` first,
   then removed from tasks.md, so a crash in between duplicates nothing.
+* Retention: the files of a task gone from tasks.md move to ``state/archive/tasks/<task>/``
+  and are deleted ``[paths] keep_days`` later (``shared.retention``).
 
-Wake-ups: tasks.md, ``state/runs``, ``state/prs`` and, non-recursively so an agent's builds cost
+Wake-ups: tasks.md, ``state/runs``, ``state/live``, ``state/prs`` and, non-recursively so an agent's builds cost
 no inotify watches, the trees folder and each watched tree. Reads never wake it.
 """
 
@@ -21,16 +23,20 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from shared import issues, runs, treefiles
+from watchdog.events import FileClosedEvent, FileDeletedEvent
+
+from shared import issues, retention, runs, treefiles
 from shared.clock import now_iso, parse_iso, stamp
 from shared.config import Config
 from shared.events import emit, run_key
+from shared.locks import remove_if_free
 from shared.outbox import queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
@@ -42,6 +48,7 @@ from shared.text import code_block, printable
 from shared.worktree import remove_worktree
 
 RESCAN_EVERY = 60.0  # seconds between rescans when no event arrives (events are hints)
+PRUNE_EVERY = 3600.0  # seconds between looks for retired files past keep_days
 STOP_FILE, BLOCKED_FILE = treefiles.STOP, treefiles.BLOCKED
 COMMENT_LIMIT = 4000  # characters of an agent's question or an error quoted in a comment
 QUESTION_LINE_LIMIT = 300  # characters of the question on a Blocked line
@@ -199,11 +206,14 @@ class TaskObserver:
         self.records = RunRecords(self.cfg.runs_dir)
         self.tree_watches: dict[Path, tuple[int, Any]] = {}  # dir -> (inode, handle)
         self.stops: dict[str, tuple[tuple, bool]] = {}  # task -> (STOP request, signalled)
+        self.next_prune = 0.0  # monotonic time of the next look for expired retired files
 
     def start(self) -> None:
         cfg = self.cfg
         self.prog.watch(cfg.tasks_file.parent, wanted=_about(cfg.tasks_file.name))
         self.prog.watch(cfg.runs_dir, wanted=_not_a_read)
+        # a worker's end: it removes its liveness lock, or its death closes it
+        self.prog.watch(cfg.live_dir, event_filter=[FileDeletedEvent, FileClosedEvent])
         self.prog.watch(cfg.prs_dir, wanted=_not_a_read)
 
     # One rescan. Cheap when nothing changed: one parse of tasks.md, a stat per run record
@@ -250,6 +260,24 @@ class TaskObserver:
         archived = archive_earlier_days(self.cfg, board)
         if archived:
             self.log.info("archived %d completion(s) from earlier days", archived)
+        self.retire_gone(board, records)
+
+    def retire_gone(self, board: Board, records: dict[str, dict[str, Any]]) -> None:
+        """Move the files of tasks that left tasks.md into the archive (``shared.retention``),
+        and delete those retired more than ``keep_days`` ago (once an hour)."""
+        listed, now = board.ids(), time.time()
+        retired = [task for task, meta in records.items()
+                   if task not in listed and retention.due(meta, now)
+                   and retention.retire(self.cfg, task)]
+        if retired:
+            self.log.info("retired the files of %s (gone from tasks.md) to %s",
+                          ", ".join(sorted(retired)), retention.retired_dir(self.cfg, "*"))
+        if time.monotonic() >= self.next_prune:
+            self.next_prune = time.monotonic() + PRUNE_EVERY
+            pruned = retention.prune(self.cfg, self.cfg.paths.keep_days)
+            if pruned:
+                self.log.info("deleted the files of %d task(s) retired more than %d days ago",
+                              len(pruned), self.cfg.paths.keep_days)
 
     def shown_elsewhere(self, board: Board, records: dict[str, dict[str, Any]]) -> list[Move]:
         """The board is level-triggered: a run that ended has its outcome shown even when a
@@ -432,6 +460,8 @@ class TaskObserver:
         outcome = runs.update_run(cfg, task, change)
         if outcome == runs.FAILED:
             self.log.warning("%s: worker %s died without an outcome", task, worker_id)
+        if outcome:
+            remove_if_free(cfg.liveness_lock(task))  # the dead worker's, if it left it
         return outcome
 
     # --- what a decided transition means ---

@@ -33,6 +33,7 @@ class PathsSection:
     state: Path = Path("../state")
     logs: Path = Path("../logs")
     metrics: Path = Path("../metrics.json")
+    keep_days: int = 14  # a task's files are kept this long after it left tasks.md
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,11 @@ class Config:
         return self.paths.state / "runs"
 
     @property
+    def live_dir(self) -> Path:
+        """The liveness locks: one per live (or crashed) worker, so probing them is O(live)."""
+        return self.paths.state / "live"
+
+    @property
     def prs_dir(self) -> Path:
         return self.paths.state / "prs"
 
@@ -177,7 +183,7 @@ class Config:
         return self.locks_dir / f"run-{task}.lock"
 
     def liveness_lock(self, task: str) -> Path:
-        return self.runs_dir / f"{task}.lock"
+        return self.live_dir / f"{task}.lock"
 
     def pr_marker(self, task: str) -> Path:
         return self.prs_dir / f"{task}.md"
@@ -272,9 +278,9 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
 
     base = file.parent
     paths = sections["paths"]
-    sections["paths"] = PathsSection(
-        **{f.name: _resolve(base, getattr(paths, f.name)) for f in dataclasses.fields(paths)}
-    )
+    sections["paths"] = dataclasses.replace(paths, **{
+        f.name: _resolve(base, getattr(paths, f.name))
+        for f in dataclasses.fields(paths) if isinstance(getattr(paths, f.name), Path)})
     repo = sections["repo"]
     repo_path = _resolve(base, repo.path)
     sections["repo"] = dataclasses.replace(

@@ -121,3 +121,23 @@ def sweep_tmp(maildir: Path, older_than: float = 3600.0) -> int:
         except FileNotFoundError:
             pass
     return removed
+
+
+def keep_tail(path: Path, limit: int, keep: int) -> bool:
+    """If the file at ``path`` is larger than ``limit`` bytes, replace it (atomically) by its
+    last ``keep`` bytes, from a line start; True if it was cut. For logs that a process
+    appends to across runs: call it before opening them."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size <= limit:
+                return False
+            f.seek(size - keep)
+            tail = f.read()
+    except FileNotFoundError:
+        return False
+    newline = tail.find(b"\n")
+    cut = size - len(tail) + newline + 1
+    note = f"[tac8: {cut} earlier bytes of this log were dropped]\n".encode()
+    atomic_write(path, note + tail[newline + 1:], fsync=False)
+    return True

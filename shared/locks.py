@@ -7,8 +7,13 @@ Two kinds, both ``flock(2)`` on a file, so the kernel releases them when the pro
   ``timeout`` seconds and, once held, writes who holds it (pid, program, since) into the lock
   file, so a timeout can say who was in the way.
 * ``hold(path)`` is held for a whole process's life: a worker's liveness lock
-  (``state/runs/<task>.lock``) or a program's single-instance lock
-  (``state/locks/<program>.lock``). ``is_held(path)`` asks without blocking.
+  (``state/live/<task>.lock``) or a program's single-instance lock
+  (``state/locks/<program>.lock``). ``is_held(path)`` asks without blocking. Its holder
+  removes the file when it is done (``HeldLock.remove``, the default on leaving a ``with``),
+  so ``state/live/`` holds only the locks of live (or crashed) workers.
+
+A lock file may be unlinked by whoever holds it, so taking a lock checks, once it holds the
+flock, that the path still names the file it locked, and starts again if not.
 
 Every lock descriptor is close-on-exec, so a child process (an agent) never inherits a lock
 and never keeps a dead worker looking alive.
@@ -76,14 +81,38 @@ def _flock_within(fd: int, seconds: float) -> bool:
             pause = min(pause * 2, 0.02)
 
 
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is still the file open on ``fd`` (its holder may have unlinked it)."""
+    try:
+        theirs = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def _take(path: Path, seconds: float) -> int | None:
+    """A descriptor of ``path`` holding its exclusive flock, taken within ``seconds``; None
+    if someone else held it all along."""
+    deadline = time.monotonic() + seconds
+    while True:
+        fd = _open_lockfile(path)
+        if not _flock_within(fd, max(0.0, deadline - time.monotonic())):
+            os.close(fd)
+            return None
+        if _names(path, fd):
+            return fd
+        os.close(fd)  # we locked a file its last holder removed: lock the one there now
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` for the ``with`` block, waiting up to ``timeout``."""
-    fd = _open_lockfile(path)
+    fd = _take(path, timeout)
+    if fd is None:
+        raise LockTimeout(
+            f"{path}: still locked after {timeout:g}s by {holder(path) or 'unknown'}")
     try:
-        if not _flock_within(fd, timeout):
-            raise LockTimeout(
-                f"{path}: still locked after {timeout:g}s by {holder(path) or 'unknown'}")
         _describe_holder(fd)
         try:
             yield
@@ -94,11 +123,13 @@ def file_lock(path: Path, timeout: float = 10.0) -> Iterator[None]:
 
 
 class HeldLock:
-    """A life-long exclusive lock; released by ``release()`` or by the process's death."""
+    """A life-long exclusive lock; released by ``release()`` or by the process's death.
+    Leaving a ``with`` block removes its file too, unless it was handed over to a child."""
 
     def __init__(self, path: Path, fd: int):
         self.path = Path(path)
         self._fd: int | None = fd
+        self._handed_over = False
 
     def fileno(self) -> int:
         """The locked descriptor, e.g. to pass to a child that takes the lock over."""
@@ -106,16 +137,32 @@ class HeldLock:
             raise ValueError(f"{self.path}: lock already released")
         return self._fd
 
+    def hand_over(self) -> None:
+        """A child process holds it now (through a shared descriptor): leaving the ``with``
+        block only closes ours; the child removes the file when it is done."""
+        self._handed_over = True
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
+    def remove(self) -> None:
+        """Remove the lock file, then release the lock: a prober that opens the path from
+        now on finds no file (not held), one that opened it earlier finds it held until the
+        release."""
+        if self._fd is not None and _names(self.path, self._fd):
+            self.path.unlink()
+        self.release()
+
     def __enter__(self) -> "HeldLock":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        if self._handed_over:
+            self.release()
+        else:
+            self.remove()
 
 
 def hold(path: Path, wait: float = 2.0) -> HeldLock:
@@ -123,11 +170,9 @@ def hold(path: Path, wait: float = 2.0) -> HeldLock:
 
     ``wait`` covers the instant in which an ``is_held`` probe holds a shared lock.
     """
-    fd = _open_lockfile(path)
-    if not _flock_within(fd, wait):
-        who = holder(path)
-        os.close(fd)
-        raise AlreadyHeld(f"{path} is held by {who or 'another process'}")
+    fd = _take(path, wait)
+    if fd is None:
+        raise AlreadyHeld(f"{path} is held by {holder(path) or 'another process'}")
     _describe_holder(fd)
     return HeldLock(path, fd)
 
@@ -150,6 +195,17 @@ def adopt(path: Path, fd: int) -> HeldLock:
     os.set_inheritable(fd, False)
     _describe_holder(fd)
     return HeldLock(path, fd)
+
+
+def remove_if_free(path: Path) -> bool:
+    """Remove the lock file at ``path`` if nobody holds it (a holder that crashed left it);
+    True if it is gone."""
+    try:
+        lock = hold(path, wait=0)
+    except AlreadyHeld:
+        return False
+    lock.remove()
+    return True
 
 
 def is_held(path: Path) -> bool:

@@ -2,11 +2,12 @@
 
 ``state/runs/<task>.md`` is the run record (its fields, and who writes which: docs/PROTOCOL.md),
 changed only through ``update_run`` under ``state/locks/run-<task>.lock``. A worker is alive
-while ``state/runs/<task>.lock`` is held (``worker_alive``, ``live_tasks``), never judged by a
+while ``state/live/<task>.lock`` is held (``worker_alive``, ``live_tasks``), never judged by a
 PID. ``state/prs/<task>.md`` is the PR marker: the task's work is on a pull request (or, with no
 GitHub repo configured, pushed); it completes only the run whose worker it names. Beside the
 record: the rendered prompt (``prompt_file``), a blocked run's question (``question_file``: not
-a run record, so record scans skip it) and the worker's own output (``worker_log``).
+a run record, so record scans skip it) and the worker's own output (``worker_log``). Each run
+has its own agent log: the latest is ``logs/<task>.jsonl``, earlier ones keep their worker's id.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ PR, FAILED, BLOCKED, STOPPED = "pr", "failed", "blocked", "stopped"
 OUTCOMES = (PR, FAILED, BLOCKED, STOPPED)
 QUESTION_SUFFIX = ".question.md"  # state/runs/<task>.question.md: see question_file
 RETRY = "retry"  # the observer's transition (in ``applied``) that sends a run's task back
+EARLIER_LOGS_KEPT = 10  # agent logs of a task's earlier runs kept beside its latest
 STALE_SAVE_WINDOW = 3600.0  # seconds after a run's end in which a save may still undo its move
 
 
@@ -48,13 +50,33 @@ def new_worker_id() -> str:
 
 def start_run(cfg: Config, task: str, meta: dict[str, Any]) -> Record:
     """Replace the run record with a fresh one (a new attempt), under its lock; returns the
-    record it replaced (empty if there was none), for ``restore_run``."""
+    record it replaced (empty if there was none), for ``restore_run``. The replaced run's
+    agent log is set aside (``earlier_agent_log``)."""
     def fresh(record: Record) -> Record:
         previous = Record(dict(record.meta), record.body)
+        _set_log_aside(cfg, task, record.meta.get("worker_id"))
         record.meta = dict(meta)
         record.body = ""
         return previous
     return update_run(cfg, task, fresh)
+
+
+def earlier_agent_log(cfg: Config, task: str, worker_id: str) -> Path:
+    """Where the agent log of an earlier run of ``task`` is kept: ``logs/<task>.<worker>.jsonl``
+    (``logs/<task>.jsonl`` is the latest run's)."""
+    return cfg.agent_log(task).with_name(f"{task}.{worker_id}.jsonl")
+
+
+def _set_log_aside(cfg: Config, task: str, worker_id: str | None) -> None:
+    """Keep the agent log of the run being replaced under its worker's name, and only the
+    last ``EARLIER_LOGS_KEPT`` of them."""
+    current = cfg.agent_log(task)
+    if not current.exists():
+        return
+    os.replace(current, earlier_agent_log(cfg, task, worker_id or f"earlier-{time.time_ns()}"))
+    earlier = sorted(current.parent.glob(f"{task}.*.jsonl"), key=lambda p: p.stat().st_mtime_ns)
+    for old in earlier[:-EARLIER_LOGS_KEPT]:
+        old.unlink(missing_ok=True)
 
 
 def restore_run(cfg: Config, task: str, worker_id: str, previous: Record) -> None:
@@ -67,6 +89,9 @@ def restore_run(cfg: Config, task: str, worker_id: str, previous: Record) -> Non
             return
         if previous.meta:
             write_record(cfg.run_record(task), previous.meta, previous.body)
+            aside = earlier_agent_log(cfg, task, str(previous.meta.get("worker_id")))
+            if aside.exists() and not cfg.agent_log(task).exists():
+                os.replace(aside, cfg.agent_log(task))
         else:
             cfg.run_record(task).unlink(missing_ok=True)
 
@@ -106,7 +131,7 @@ def worker_alive(cfg: Config, task: str) -> bool:
 def live_tasks(cfg: Config) -> set[str]:
     """Every task whose worker is alive (its liveness lock is held)."""
     try:
-        entries = list(os.scandir(cfg.runs_dir))
+        entries = list(os.scandir(cfg.live_dir))
     except FileNotFoundError:
         return set()
     return {entry.name.removesuffix(".lock") for entry in entries

@@ -204,7 +204,7 @@ class Installation:
                    and self.agent_runs(t) for t in tasks)
 
     def live_workers(self) -> list[str]:
-        return sorted(p.stem for p in self.cfg.runs_dir.glob("*.lock")
+        return sorted(p.stem for p in self.cfg.live_dir.glob("*.lock")
                       if runs.worker_alive(self.cfg, p.stem))
 
     def origin_head(self, task: str) -> str | None:

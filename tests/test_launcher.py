@@ -73,7 +73,7 @@ class Launchers:
                 proc.wait()
         if self.cfg is not None:
             wait_for(lambda: not any(runs.worker_alive(self.cfg, p.stem)
-                                     for p in self.cfg.runs_dir.glob("*.lock")),
+                                     for p in self.cfg.live_dir.glob("*.lock")),
                      timeout=30, what="every worker to end")
 
 

@@ -24,7 +24,7 @@ def services(sandbox, tmp_path):
 
     yield start
     cfg = sandbox.cfg
-    wait_for(lambda: not any(runs.worker_alive(cfg, p.stem) for p in cfg.runs_dir.glob("*.lock")),
+    wait_for(lambda: not any(runs.worker_alive(cfg, p.stem) for p in cfg.live_dir.glob("*.lock")),
              timeout=30, what="every worker to end")
     for proc in started:
         assert proc.stop() == 0, proc.log.read_text()
