@@ -9,7 +9,8 @@ Each event is counted once across ``kill -9`` at any instant: a batch is folded 
 the tally has seen: ``SEEN_KEEP``), the tally written atomically, then the batch's files
 deleted; ``metrics.json`` is derived from the tally alone. An SD card wears out, so all this
 happens at most once every ``min_write_interval`` seconds however many events arrive, and
-``metrics.json`` is not rewritten when only the clock changed. New events wake the loop; a
+``metrics.json`` is not rewritten when only the clock changed (nor ``status.html``, the status
+page beside it: ``shared/statuspage.py``). New events wake the loop; a
 slow timer (``REFRESH_EVERY``) refreshes what no event announces: heartbeats, live workers,
 the pending count, errors ageing out of the health window.
 """
@@ -35,7 +36,8 @@ from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages,
 from shared.program import Program
 from shared.records import RecordError, read_record
 from shared.runs import live_tasks
-from shared.tasks import PENDING, read_board
+from shared.statuspage import StatusPage
+from shared.tasks import PENDING, Board, read_board
 
 log = logging.getLogger("metrics")
 
@@ -227,10 +229,11 @@ class Metrics:
         self._remove_leftovers()
         self.tally = self._load()
         self._written = _without_clock(read_metrics(cfg))
+        self.page = StatusPage(cfg)
 
     def _outputs(self) -> list[Path]:
         extra = [Path(self.cfg.metrics.prometheus_file)] if self.cfg.metrics.prometheus_file else []
-        return [state_path(self.cfg), self.cfg.paths.metrics, *extra]
+        return [state_path(self.cfg), self.cfg.paths.metrics, self.cfg.status_page, *extra]
 
     def _remove_leftovers(self) -> None:
         """Delete the temporary files of atomic writes cut short by a kill: this program
@@ -282,8 +285,9 @@ class Metrics:
         # An event from before keys (or hand-made) is keyed by its unique file name.
         return self.tally.fold_once(str(meta.get("key") or path.name), meta, time.time())
 
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
-        """The content of ``metrics.json`` at ``now`` (epoch seconds)."""
+    def snapshot(self, now: float | None = None, board: Board | None = None) -> dict[str, Any]:
+        """The content of ``metrics.json`` at ``now`` (epoch seconds), ``board`` the tasks.md
+        read (read now if not given)."""
         now = time.time() if now is None else now
         t = self.tally
         ages = heartbeat_ages(self.cfg, now)
@@ -291,7 +295,7 @@ class Metrics:
         health, reasons = assess(recent, [p for p, age in ages.items() if is_stale(age)])
         completed, failed = t.outcomes.get("pr", 0), t.outcomes.get("failed", 0)
         today = t.day if t.day["date"] == _local_date(now) else {"cost_usd": 0.0, "tokens": 0}
-        board = read_board(self.cfg.tasks_file)
+        board = read_board(self.cfg.tasks_file) if board is None else board
         return {
             "workers_launched": t.counts.get("worker_launched", 0),
             "workers_completed": completed,
@@ -335,11 +339,14 @@ class Metrics:
         return len(live_tasks(self.cfg))
 
     def publish(self, now: float | None = None) -> bool:
-        """Write ``metrics.json`` (and the textfile) if anything but the clock changed."""
-        snapshot = self.snapshot(now)
+        """Write ``metrics.json`` (and the textfile) if anything but the clock changed, and
+        the status page if anything it shows did; whether anything was written."""
+        board = read_board(self.cfg.tasks_file)
+        snapshot = self.snapshot(now, board)
+        paged = self.page.publish(snapshot, board)
         essence = _without_clock(json.loads(json.dumps(snapshot)))
         if essence == self._written:
-            return False
+            return paged
         atomic_write(self.cfg.paths.metrics, json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n")
         if self.cfg.metrics.prometheus_file:
             # node_exporter reads it as a user of its own: readable by all despite umask 077
@@ -420,7 +427,8 @@ class Service:
         wrote = self.metrics.publish()
         if folded or wrote:
             self._next_pass = time.monotonic() + self.interval
-            log.debug("folded %d events, metrics.json %s", folded, "written" if wrote else "unchanged")
+            log.debug("folded %d events, metrics.json or status.html %s", folded,
+                      "written" if wrote else "unchanged")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,6 +117,11 @@ class Config:
         return self.paths.tasks
 
     @property
+    def status_page(self) -> Path:
+        """The status page the metrics program renders beside metrics.json."""
+        return self.paths.metrics.with_name("status.html")
+
+    @property
     def state_dir(self) -> Path:
         return self.paths.state
 
