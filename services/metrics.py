@@ -3,7 +3,8 @@
 ``python -m services.metrics [--config PATH]``. It reads and deletes ``state/events/new/*``,
 reads tasks.md (the pending count), the liveness locks and the heartbeats, and writes
 ``state/metrics.state.json`` (its durable tally), ``metrics.json`` and, when
-``[metrics] prometheus_file`` is set, a Prometheus textfile.
+``[metrics] prometheus_file`` is set, a Prometheus textfile; with ``[notify] url`` set, it
+stages and sends notifications (``shared/notify.py``).
 
 Each event is counted once across ``kill -9`` at any instant: a batch is folded (skipping keys
 the tally has seen: ``SEEN_KEEP``), the tally written atomically, then the batch's files
@@ -33,6 +34,7 @@ from shared.clock import iso_at, parse_iso
 from shared.config import Config
 from shared.fsio import atomic_write, fsync_dir, pending, publish_file, stage_file, sweep_tmp
 from shared.health import HEALTH_WINDOW, LEVELS, Recent, assess, heartbeat_ages, is_stale, read_metrics
+from shared.notify import Notifier
 from shared.program import Program
 from shared.records import RecordError, read_record
 from shared.runs import live_tasks
@@ -228,6 +230,7 @@ class Metrics:
         self.started = time.monotonic()
         self._remove_leftovers()
         self.tally = self._load()
+        self.notifier = Notifier(cfg)
         self._written = _without_clock(read_metrics(cfg))
         self.page = StatusPage(cfg)
 
@@ -283,7 +286,11 @@ class Metrics:
             log.warning("unreadable event %s dropped: %s", path.name, exc)
             return True
         # An event from before keys (or hand-made) is keyed by its unique file name.
-        return self.tally.fold_once(str(meta.get("key") or path.name), meta, time.time())
+        key = str(meta.get("key") or path.name)
+        counted = self.tally.fold_once(key, meta, time.time())
+        if counted:  # staged before the tally that counted it is written: a crash repeats it
+            self.notifier.stage(key, meta)
+        return counted
 
     def snapshot(self, now: float | None = None, board: Board | None = None) -> dict[str, Any]:
         """The content of ``metrics.json`` at ``now`` (epoch seconds), ``board`` the tasks.md
@@ -429,6 +436,7 @@ class Service:
             self._next_pass = time.monotonic() + self.interval
             log.debug("folded %d events, metrics.json or status.html %s", folded,
                       "written" if wrote else "unchanged")
+        self.metrics.notifier.send_due()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         # a new event wakes the loop; our own deletes do not
         prog.watch(prog.cfg.events_dir / "new",
                    wanted=lambda e: e.event_type in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED))
-        prog.run(service.cycle, interval=REFRESH_EVERY)
+        # the slow timer, or sooner when a notification's retry is due
+        prog.run(service.cycle, interval=lambda: min(REFRESH_EVERY, service.metrics.notifier.due_in()))
     return 0
 
 

@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
@@ -89,7 +90,17 @@ class MetricsSection:
     prometheus_file: str = ""
 
 
-CHOICES = {"worker": {"sandbox": ("auto", "bwrap", "none")}}  # keys with a closed set of values
+@dataclass(frozen=True)
+class NotifySection:
+    url: str = ""  # where a notification is POSTed (http or https); empty: none are sent
+    # "json", "ntfy" (plain text and ntfy's headers), or "auto": ntfy when the URL's host is
+    # ntfy.sh or has "ntfy" in its name
+    format: str = "auto"
+
+
+# keys with a closed set of values
+CHOICES = {"worker": {"sandbox": ("auto", "bwrap", "none")},
+           "notify": {"format": ("auto", "json", "ntfy")}}
 
 _SECTIONS = {
     "paths": PathsSection,
@@ -98,6 +109,7 @@ _SECTIONS = {
     "launcher": LauncherSection,
     "worker": WorkerSection,
     "metrics": MetricsSection,
+    "notify": NotifySection,
 }
 
 
@@ -110,6 +122,7 @@ class Config:
     launcher: LauncherSection
     worker: WorkerSection
     metrics: MetricsSection
+    notify: NotifySection
 
     # --- the files of the protocol (docs/PROTOCOL.md) ---
     @property
@@ -165,6 +178,10 @@ class Config:
     @property
     def archive_dir(self) -> Path:
         return self.paths.state / "archive"
+
+    @property
+    def notify_dir(self) -> Path:
+        return self.paths.state / "notify"
 
     @property
     def pause_file(self) -> Path:
@@ -251,6 +268,15 @@ def _section(cls: type, values: dict[str, Any], file: Path, name: str) -> Any:
     return cls(**kwargs)
 
 
+def _web_url(text: str) -> bool:
+    try:
+        url = urlsplit(text)
+    except ValueError:  # e.g. a bracketed host that is no IPv6 address
+        return False
+    return url.scheme in ("http", "https") and bool(url.hostname) \
+        and not any(c.isspace() or not c.isprintable() for c in text)
+
+
 def _resolve(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
@@ -298,6 +324,9 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
         sections["metrics"] = dataclasses.replace(
             metrics, prometheus_file=str(_resolve(base, Path(metrics.prometheus_file)))
         )
+    if sections["notify"].url and not _web_url(sections["notify"].url):
+        raise ConfigError(f"{file}: [notify] url: expected an http or https URL, "
+                          f"got {sections['notify'].url!r}")
     if sections["github"].repo and sections["github"].repo.count("/") != 1:
         raise ConfigError(f"{file}: [github] repo: expected \"owner/name\", got {sections['github'].repo!r}")
     return Config(file=file, **sections)
