@@ -17,34 +17,32 @@ failed or killed poll loses nothing. The outbox has a backoff of its own (``send
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import re
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
+from services.fetcher.memory import Memory
 from shared import outbox, tasks
-from shared.clock import iso_at, now_iso
+from shared.clock import iso_at
 from shared.events import emit, run_key
 from shared.fsio import atomic_write, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
                            Unavailable)
 from shared.issues import read_issue, withdrawn
 from shared.program import Program
-from shared.records import Record, RecordError, read_record, render_record
+from shared.records import Record, render_record
 from shared.runs import write_pr_marker
 
 log = logging.getLogger("fetcher")
 
 BACKOFF_CAP = 600.0  # seconds between attempts during an outage, at most
 RATE_WAIT_CAP = 3600.0  # the primary limit resets within an hour; a Pi's clock may be off
-SENT_KEYS_KEPT = 2000
 SEND_ATTEMPTS = 5  # failed sends of one outbox item before it is set aside in bad/
 POSTED_BODY_LIMIT = 65000  # characters of an outbox item posted; GitHub rejects over 65536
 # A send whose outcome is unknown (a timeout, a 5xx, a reset connection, a crash) may still
@@ -79,53 +77,6 @@ def pr_summary(pr: dict) -> dict:
 def priority_of(labels: list[str]) -> int:
     found = [int(m.group(1)) for name in labels if (m := _PRIORITY_LABEL.fullmatch(name.strip()))]
     return min(found, default=tasks.DEFAULT_PRIORITY)
-
-
-class Memory:
-    """``state/fetcher.md``: written only by the (single) fetcher, so no lock."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.issues: list[dict] = []
-        self.pulls: list[dict] = []
-        self.ignored: set[int] = set()
-        self.sent: list[str] = []
-        self.attempts: dict[str, int] = {}  # outbox item name → failed sends so far
-        self._saved: str | None = None
-        try:
-            data = json.loads(read_record(path).body or "{}")
-            self.issues = _pages(data.get("issues"))
-            self.pulls = _pages(data.get("pulls"))
-            self.ignored = {int(n) for n in data.get("ignored") or []}
-            self.sent = [str(k) for k in data.get("sent") or []]
-            self.attempts = {str(k): int(v) for k, v in (data.get("attempts") or {}).items()}
-        except FileNotFoundError:
-            pass
-        except (RecordError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("%s unreadable (%s): starting without ETags", path, exc)
-
-    def remember_sent(self, key: str) -> None:
-        self.sent = [*self.sent, key][-SENT_KEYS_KEPT:]
-
-    def save(self) -> None:
-        """Write the memory if it changed since the last save (an unchanged poll, the
-        common case, writes nothing)."""
-        body = json.dumps({"issues": self.issues, "pulls": self.pulls,
-                           "ignored": sorted(self.ignored), "sent": self.sent,
-                           "attempts": self.attempts},
-                          ensure_ascii=True, indent=0) + "\n"
-        if body == self._saved:
-            return
-        meta = {"program": "fetcher", "pages": len(self.issues) + len(self.pulls),
-                "saved": now_iso()}
-        atomic_write(self.path, render_record(meta, body))
-        self._saved = body
-
-
-def _pages(value: Any) -> list[dict]:
-    """Cached listing pages as saved, without any that a damaged file made unusable."""
-    return [p for p in value or [] if isinstance(p, dict) and isinstance(p.get("url"), str)
-            and isinstance(p.get("items"), list) and all(isinstance(i, dict) for i in p["items"])]
 
 
 class Fetcher:
@@ -565,6 +516,3 @@ def main(argv: list[str] | None = None) -> int:
         prog.run(fetcher.step, interval=fetcher.seconds_until_due)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
