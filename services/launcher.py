@@ -37,6 +37,7 @@ from shared import issues, runs, treefiles, worktree
 from shared.config import CHECKOUT
 from shared.clock import now_iso, parse_iso, stamp
 from shared.events import emit, run_key
+from shared.feedback import read_feedback
 from shared.fsio import atomic_write, keep_tail
 from shared.locks import AlreadyHeld, HeldLock, hold
 from shared.health import available_memory_mb, read_metrics
@@ -368,6 +369,8 @@ class Launcher:
         cfg, task_id = self.cfg, task.id
         tree, tree_ms = self.tree_for(task_id, lock)
         title = self.valid_title(task)
+        # read before the prompt: an item added in between is carried again, never lost
+        feedback = [item.key for item in read_feedback(cfg, task_id).open_items()]
         prompt = self.render_prompt(task_id, title, attempt, _previous_question(cfg, task_id))
         worker_id = runs.new_worker_id()
         atomic_write(runs.prompt_file(cfg, task_id), prompt)
@@ -376,7 +379,7 @@ class Launcher:
         previous = runs.start_run(cfg, task_id, {
             "task": task_id, "worker_id": worker_id, "attempt": attempt, "pid": None,
             "started": now_iso(), "branch": cfg.branch(task_id), "worktree": str(tree),
-            "title": title,
+            "title": title, **({"feedback": feedback} if feedback else {}),
         })
         self.clear_stale_stop(task_id)
         if not edit_tasks(cfg, functools.partial(_claim, task_id, worker_id, started)):

@@ -59,6 +59,12 @@ class GithubSection:
     # Seconds one GitHub call may take. A write whose answer did not come in time may still
     # land: it is looked for among tac8's own comments after twice this, never just re-sent.
     timeout: float = 30
+    # The conversation after a run (README, "After the pull request"): a comment starting with
+    # this word is a command to tac8; reviews asking for changes and failing checks start a
+    # rework round unless switched off.
+    command: str = "/tac8"
+    rework_on_review: bool = True
+    rework_on_ci: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class LauncherSection:
     retry_backoff: float = 60
     retry_backoff_max: float = 1800
     min_free_memory_mb: int = 300
+    max_rework_rounds: int = 3  # rounds started by reviews, checks and PR commands, per task
 
 
 @dataclass(frozen=True)
@@ -206,6 +213,9 @@ class Config:
 
     def liveness_lock(self, task: str) -> Path:
         return self.live_dir / f"{task}.lock"
+
+    def feedback_file(self, task: str) -> Path:
+        return self.paths.state / "feedback" / f"{task}.md"
 
     def pr_marker(self, task: str) -> Path:
         return self.prs_dir / f"{task}.md"
