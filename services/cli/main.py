@@ -6,7 +6,7 @@ that steer tac8 through its files.
   does the rest.
 * ``pause`` / ``resume`` write / remove ``state/PAUSE`` (``shared.pause``).
 * ``add`` appends a Pending line to ``tasks.md`` in a ``tasks.md.lock`` transaction.
-* ``status``, ``logs``, ``doctor`` and ``demo`` have a module each in this package.
+* ``status``, ``logs``, ``serve``, ``doctor`` and ``demo`` have a module each in this package.
 
 A user's mistake is one line on stderr and a non-zero exit.
 """
@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Callable
 
-from services.cli import demo, doctor, logs, status
+from services.cli import demo, doctor, logs, serve, status
 from services.cli.common import UserError, section_of, task_id
 from shared.config import ConfigError, add_config_argument, load_config
 from shared.fsio import atomic_write
@@ -116,6 +116,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "resume": ("launch workers again", lambda p: None, cmd_resume),
     "add": ("add a task to tasks.md's Pending section", _add_args, cmd_add),
     "logs": ("the agent's log of a task, readable", logs.arguments, logs.command),
+    "serve": ("serve the status page and metrics.json over HTTP, read-only", serve.arguments,
+              serve.command),
     "doctor": ("check this machine and the install", lambda p: None, doctor.command),
     "demo": ("run tac8 end to end in a sandbox: no GitHub account or AI key needed", demo.arguments, demo.command),
 }
