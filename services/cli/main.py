@@ -118,7 +118,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "logs": ("the agent's log of a task, readable", logs.arguments, logs.command),
     "serve": ("serve the status page and metrics.json over HTTP, read-only", serve.arguments,
               serve.command),
-    "doctor": ("check this machine and the install", lambda p: None, doctor.command),
+    "doctor": ("check this machine and the install", doctor.arguments, doctor.command),
     "demo": ("run tac8 end to end in a sandbox: no GitHub account or AI key needed", demo.arguments, demo.command),
 }
 
