@@ -11,11 +11,15 @@
 * Heartbeat: ``state/heartbeats/<program>`` holds the number of cycles run and is rewritten
   at most every ``$TAC8_HEARTBEAT_EVERY`` seconds (default 60: an SD card needs no more);
   its mtime is the liveness others read. Tests set 0 to wait for cycles, not for time.
+* Log: on stderr (supervisord keeps it in ``logs/<program>.log``): tac8's own records from
+  ``$TAC8_LOG_LEVEL`` (INFO), a library's only from WARNING up; an ``OSError`` in a record's
+  arguments is worded by ``shared.errors.describe``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import select
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared.config import Config, add_config_argument, load_config
-from shared.errors import ConfigError, Tac8Error
+from shared.errors import ConfigError, Tac8Error, describe
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, hold
 
@@ -84,10 +88,12 @@ class Program:
     def __enter__(self) -> "Program":
         # state/, logs/ and what the worker and its agent create are the service user's alone.
         os.umask(0o077)
+        to_stderr = logging.StreamHandler(sys.stderr)
+        to_stderr.addFilter(_ForPeople())
         logging.basicConfig(
             level=os.environ.get("TAC8_LOG_LEVEL", "INFO"),
             format=f"%(asctime)s {self.name} %(levelname)s %(message)s",
-            stream=sys.stderr,
+            handlers=[to_stderr],
         )
         try:
             self._lock = hold(self.cfg.program_lock(self.name), wait=0.5)
@@ -201,6 +207,31 @@ class Program:
             self.heartbeat()
             seconds = interval() if callable(interval) else interval
             self.wait(min(max(seconds, 0.0), HEARTBEAT_EVERY))
+
+
+# tac8's own code: a record logged from anywhere else is a library's
+_TAC8_CODE = tuple(str(Path(__file__).resolve().parent.parent / package) + os.sep
+                   for package in ("shared", "services"))
+
+
+class _ForPeople(logging.Filter):
+    """What a program's log shows. A library's records only from WARNING up, and named as
+    the library's (watchdog alone logs every inotify event at DEBUG, which would read as the
+    program's own lines); an ``OSError`` given as an argument as ``describe`` words it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _is_tac8_code(record.pathname):
+            if record.levelno < logging.WARNING:
+                return False
+            record.msg = f"{record.name}: {record.msg}"
+        if isinstance(record.args, tuple):
+            record.args = tuple(describe(a) if isinstance(a, OSError) else a for a in record.args)
+        return True
+
+
+@functools.lru_cache(maxsize=256)
+def _is_tac8_code(pathname: str) -> bool:
+    return os.path.realpath(pathname).startswith(_TAC8_CODE)
 
 
 class _WakeOnEvent:
