@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import logs
+from services.cli.layout import columns
 from services.cli.logs import readable
 from services.metrics import Metrics
 from shared.config import CHECKOUT
@@ -69,15 +74,21 @@ QUEUE = """# Tasks
 """
 
 
+def environment(**extra: str) -> dict[str, str]:
+    """This process's environment but COLUMNS and LINES: tac8 status would take its width
+    from them instead of from its stdout (80 columns when that is not a terminal)."""
+    return {**{k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}, **extra}
+
+
 def tac8(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([str(TAC8), *args], cwd=CHECKOUT, capture_output=True, text=True,
-                          env=env or os.environ.copy(), timeout=timeout)
+                          env=env or environment(), timeout=timeout)
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Also reachable as a module, e.g. from a checkout without the console script."""
     return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=CHECKOUT,
-                          capture_output=True, text=True, env=env or os.environ.copy(), timeout=60)
+                          capture_output=True, text=True, env=env or environment(), timeout=60)
 
 
 def _one_line_error(result: subprocess.CompletedProcess, code: int, *words: str) -> None:
@@ -144,7 +155,8 @@ def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_
     assert "success rate 50.0%" in out
     assert "today $0.50 (12,400 tokens)" in out
     assert "rate limit left 4987" in out
-    assert "active 1 · pending 2 · blocked 0 · stopped 0 · failed 1 · completed today 0" in out
+    # piped: 80 columns, wrapped between facts
+    assert "active 1 · pending 2 · blocked 0 · stopped 0 · failed 1 ·\n          completed today 0" in out
     assert "gh-9: Add docstrings {p0}" in out and "t-1: Tidy the README {p2}" in out
     runtime = re.search(rf"gh-5  w-ee4608  attempt 1  running  ({DURATION})\n", out)
     assert runtime and 300 <= _seconds(runtime[1]) <= _age(installed), out  # started 5 min ago
@@ -154,7 +166,7 @@ def test_status_shows_the_real_numbers_queue_workers_and_events(installed, live_
     assert "agents run sandboxed (bwrap)" in out  # bubblewrap works on this machine (CI's too)
     beat = re.search(rf"observer  running {DURATION} +heartbeat ({DURATION}) ago\n", out)
     assert beat and _seconds(beat[1]) <= time.time() - cfg.heartbeat("observer").stat().st_mtime
-    events = out.split("Last events")[1].strip().splitlines()
+    events = re.findall(r"^  \d{4}-\d\d-\d\d .*", out.split("Last events")[1], re.M)
     assert len(events) == 5
     assert "rate_limit" in events[0] and "remaining=4987" in events[0]
     assert "run_finished     gh-1     outcome=pr cost_usd=0.42" in out
@@ -195,35 +207,49 @@ def test_status_reports_a_mistyped_section_and_a_priority_out_of_range(sandbox):
         "what is this?\n")
     result = cli("status")
     assert result.returncode == 0, result.stderr
+    shown = re.sub(r"\n +", " ", result.stdout)  # long problems are wrapped
     assert ("! tasks.md line 3 \"## Pendng\": not a section: did you mean '## Pending'? The "
-            "tasks under it are not run") in result.stdout
-    assert "! tasks.md line 7 \"[] t-2: Urgent {p9}\": {p9} is not a priority" in result.stdout
+            "tasks under it are not run") in shown
+    assert "! tasks.md line 7 \"[] t-2: Urgent {p9}\": {p9} is not a priority" in shown
     assert "! tasks.md lines not understood: 8\n" in result.stdout
     problems = json.loads(cli("status", "--json").stdout)["tasks_problems"]
     assert [(p["line"], p["text"]) for p in problems] == \
         [(3, "## Pendng"), (7, "[] t-2: Urgent {p9}"), (8, "what is this?")]
 
 
-def test_status_watch_redraws_in_place_until_interrupted(installed):
-    # SIGINT as a terminal sends it (a test run in the background inherits it ignored)
-    proc = subprocess.Popen([str(TAC8), "status", "--watch", "--interval", "0.2"], cwd=CHECKOUT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def test_status_watch_redraws_in_place_on_a_terminal_as_wide_as_it_is(installed):
+    # a terminal of 60 columns; SIGINT as a terminal sends it (a test run in the background
+    # inherits it ignored)
+    terminal, tty = pty.openpty()
+    fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 60, 0, 0))
+    proc = subprocess.Popen([str(TAC8), "status", "--watch", "--interval", "0.5"], cwd=CHECKOUT,
+                            stdout=tty, stderr=subprocess.PIPE, env=environment(),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    os.close(tty)
     output = bytearray()
-    os.set_blocking(proc.stdout.fileno(), False)
+    os.set_blocking(terminal, False)
+
+    def read() -> None:
+        try:
+            output.extend(os.read(terminal, 65536))
+        except OSError:  # BlockingIOError: nothing yet; EIO: the process has gone
+            pass
 
     def redrawn_three_times() -> bool:
-        output.extend(proc.stdout.read() or b"")
+        read()
         return output.count(b"\x1b[H\x1b[2J") >= 3
     try:
         wait_for(redrawn_three_times, what="three redraws")
     finally:
         proc.send_signal(signal.SIGINT)
-    # Read on, as a terminal does: a redraw may be half written into a full pipe.
-    os.set_blocking(proc.stdout.fileno(), True)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert b"launched 3" in output + out and b"Traceback" not in err
+    # Read on, as a terminal does: a redraw may be half written into a full terminal.
+    wait_for(lambda: read() or proc.poll() is not None, what="tac8 status to exit")
+    read()
+    os.close(terminal)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr.read()
+    page = output.decode().split("\x1b[H\x1b[2J")[2]
+    assert "launched 3" in page and b"---" not in output
+    assert max(columns(line) for line in page.splitlines()) <= 60
 
 
 def test_stop_writes_stop_in_the_tasks_worktree(installed):

@@ -6,7 +6,8 @@ service.
   machine and the install (with ``service_unit``, the systemd unit ``--as-service`` reads,
   and ``supervisor_conf``, supervisord as its conf describes it); ``demo`` (with
   ``demo_agent``) — tac8 end to end in a sandbox;
-* ``common`` — task ids and the user's error, for several commands.
+* ``common`` — task ids and the user's error, for several commands; ``layout`` — text as
+  wide as the terminal: wrapped between words, shortened in the middle.
 
 ``tac8`` (the console script) and ``python -m services.cli`` both run ``main``.
 """

@@ -8,7 +8,8 @@ that steer tac8 through its files.
 * ``add`` appends a Pending line to ``tasks.md`` in a ``tasks.md.lock`` transaction.
 * ``status``, ``logs``, ``serve``, ``doctor`` and ``demo`` have a module each in this package.
 
-A user's mistake is one line on stderr and a non-zero exit.
+``tac8 --version`` prints ``tac8 <version>``. A user's mistake is one line on stderr and a
+non-zero exit, an ``OSError`` worded by ``shared.errors.describe`` ("Is a directory: /path").
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Callable
 
 from services.cli import demo, doctor, logs, serve, status
 from services.cli.common import UserError, section_of, task_id
-from shared.config import ConfigError, add_config_argument, load_config
+from shared.config import CHECKOUT, ConfigError, add_config_argument, load_config
+from shared.errors import describe
 from shared.fsio import atomic_write
 from shared.locks import LockTimeout
 from shared.pause import pause, read_pause, resume
@@ -123,8 +125,39 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 }
 
 
+def version() -> str:
+    """tac8's version: the installed distribution's, else (a checkout run as
+    ``python -m services.cli``) the one its pyproject.toml declares."""
+    # imported here: they cost every other command start-up time, on a Pi tens of ms
+    import tomllib
+    from importlib import metadata
+
+    try:
+        return metadata.version("tac8")
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        with open(CHECKOUT / "pyproject.toml", "rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError):
+        return "unknown (not installed)"
+
+
+class _Version(argparse.Action):
+    """``--version``: prints ``tac8 <version>`` on stdout and exits."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print tac8's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"tac8 {version()}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="tac8", description="Look at and steer a running tac8.")
+    top.add_argument("--version", action=_Version)
     add_config_argument(top)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (text, arguments, handler) in COMMANDS.items():
@@ -145,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (UserError, LockTimeout, OSError) as exc:
-        print(f"tac8 {args.command}: {exc}", file=sys.stderr)
+        print(f"tac8 {args.command}: {describe(exc)}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(f"tac8 {args.command}: {exc}", file=sys.stderr)

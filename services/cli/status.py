@@ -3,19 +3,24 @@
 It reads ``metrics.json``, ``tasks.md``, ``state/runs/``, ``logs/<task>.jsonl``,
 ``state/PAUSE``, the heartbeats and the programs' single-instance locks; it writes nothing.
 ``gather_status`` collects (``--json`` prints it as is, in ASCII), ``render_status`` lays it
-out without control characters (``shared.text.printable``).
+out without control characters (``shared.text.printable``), as wide as the terminal
+(``services.cli.layout``: 80 columns when piped), long lines wrapped between words.
+
+``--watch`` refreshes every ``--interval`` seconds (at least 0.5): redrawn in place on a
+terminal; piped, each refresh follows the last after a ``---`` line, without escape codes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
-import shutil
 import sys
 import time
 from typing import Any
 
+from services.cli.layout import FALLBACK_WIDTH, columns, glued, shorten, terminal_width, wrap
 from shared.agentlog import last_output
 from shared.clock import duration, parse_iso
 from shared import sandbox
@@ -31,7 +36,13 @@ from shared.text import printable
 STATUS_EVENTS = 5  # last events shown
 SECTION_LINES = 8  # tasks listed per section
 PROBLEMS_SHOWN = 5  # tasks.md problems listed (all of them in --json)
-PROBLEM_TEXT = 40  # characters of a problem line quoted
+PROBLEM_TEXT = 40  # columns of a problem line quoted
+LABEL = 10  # columns of the labels (Workers, Queue…) the facts after them are aligned to
+EVENT_LINES = 2  # lines an event may take: its details are shortened in the middle to fit
+EVENT_INDENT = 6  # columns an event's second line is indented
+MIN_INTERVAL = 0.5  # seconds between redraws: more often only burns CPU (and, piped, disk)
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen: a terminal's redraw in place
+RULE = "---\n"  # between two refreshes where there is no screen to redraw
 # event details that are bookkeeping, not news: the key only deduplicates deliveries
 _NOT_FACTS = ("program", "task", "key")
 
@@ -108,93 +119,133 @@ def _percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate * 100:.1f}%"
 
 
-def render_status(st: dict[str, Any], width: int = 100) -> str:
+def _facts(label: str, *facts: str) -> str:
+    """A labelled line of facts separated by " · ", each kept whole where it wraps."""
+    return f"{label:<{LABEL}}" + " · ".join(glued(fact) for fact in facts)
+
+
+def render_status(st: dict[str, Any], width: int = FALLBACK_WIDTH) -> str:
+    """The dashboard in lines of at most ``width`` columns (long ones wrapped between
+    words), without control characters."""
+    out: list[str] = []
+
+    def add(line: str, indent: int | None = None) -> None:
+        # titles, Blocked/Error details, the agent's last line and event details are
+        # others' text: made printable before they are measured and wrapped
+        out.extend(wrap(printable(line), width, indent))
+
     m = st["metrics"] or {}
     programs = st["programs"]
     ups = [p["up_seconds"] for p in programs.values() if p["up_seconds"] is not None]
-    out = []
     health = m.get("health", "unknown (no metrics.json yet)")
     written = st["metrics_written_seconds_ago"]
-    out.append(f"tac8   health: {health.upper() if m else health}   "
-               f"up {duration(max(ups)) if ups else '— (no program running)'}   "
-               f"metrics.json written {duration(written) + ' ago' if written is not None else 'never'}")
-    out += [f"  ! {reason}" for reason in m.get("health_reasons", [])]
+    add(f"tac8   health: {health.upper() if m else health}   "
+        f"up {duration(max(ups)) if ups else '— (no program running)'}   "
+        f"metrics.json written {duration(written) + ' ago' if written is not None else 'never'}",
+        len("tac8   "))
+    for reason in m.get("health_reasons", []):
+        add(f"  ! {reason}")
     paused = st["paused"]
-    out.append(f"PAUSED: {paused.get('reason') or 'no reason given'} (by {paused.get('by', '?')}"
-               f" at {paused.get('at', '?')})" if paused else "paused: no")
-    out.append(f"agents run sandboxed ({st['sandbox']})" if st["sandbox"] == "bwrap"
-               else f"AGENTS RUN WITHOUT A SANDBOX: {st['sandbox']}")
-    out.append("")
+    add(f"PAUSED: {paused.get('reason') or 'no reason given'} (by {paused.get('by', '?')}"
+        f" at {paused.get('at', '?')})" if paused else "paused: no")
+    add(f"agents run sandboxed ({st['sandbox']})" if st["sandbox"] == "bwrap"
+        else f"AGENTS RUN WITHOUT A SANDBOX: {st['sandbox']}")
+    add("")
     if m:
-        out.append(f"Workers   launched {m.get('workers_launched', 0)} · active {m.get('workers_active', 0)}"
-                   f" · completed {m.get('workers_completed', 0)} · failed {m.get('workers_failed', 0)}"
-                   f" · blocked {m.get('workers_blocked', 0)} · stopped {m.get('workers_stopped', 0)}")
-        out.append(f"PRs       created {m.get('prs_created', 0)} · success rate {_percent(m.get('success_rate'))}"
-                   f" · median launch→PR {duration(m.get('median_seconds_launch_to_pr'))}")
-        out.append(f"Cost      today ${m.get('cost_usd_today', 0):.2f} ({m.get('tokens_today', 0):,} tokens)"
-                   f" · total ${m.get('cost_usd_total', 0):.2f} ({m.get('tokens_total', 0):,} tokens)")
+        add(_facts("Workers", f"launched {m.get('workers_launched', 0)}",
+                   f"active {m.get('workers_active', 0)}", f"completed {m.get('workers_completed', 0)}",
+                   f"failed {m.get('workers_failed', 0)}", f"blocked {m.get('workers_blocked', 0)}",
+                   f"stopped {m.get('workers_stopped', 0)}"), LABEL)
+        add(_facts("PRs", f"created {m.get('prs_created', 0)}",
+                   f"success rate {_percent(m.get('success_rate'))}",
+                   f"median launch→PR {duration(m.get('median_seconds_launch_to_pr'))}"), LABEL)
+        add(_facts("Cost", f"today ${m.get('cost_usd_today', 0):.2f} ({m.get('tokens_today', 0):,} tokens)",
+                   f"total ${m.get('cost_usd_total', 0):.2f} ({m.get('tokens_total', 0):,} tokens)"), LABEL)
         recent, window = m.get("recent", {}), duration(m.get("recent_window_seconds"))
         remaining = m.get("github_rate_limit_remaining")
-        out.append(f"Errors    worktree {m.get('worktree_errors', 0)} ({recent.get('worktree_errors', 0)} in the"
-                   f" last {window}) · GitHub API {m.get('github_api_errors', 0)}"
-                   f" ({recent.get('github_api_errors', 0)} in the last {window})"
-                   f" · launch failures {m.get('launch_failures', 0)}"
-                   f" · rate limit left {remaining if remaining is not None else '—'}")
+        add(_facts("Errors", f"worktree {m.get('worktree_errors', 0)}"
+                   f" ({recent.get('worktree_errors', 0)} in the last {window})",
+                   f"GitHub API {m.get('github_api_errors', 0)}"
+                   f" ({recent.get('github_api_errors', 0)} in the last {window})",
+                   f"launch failures {m.get('launch_failures', 0)}",
+                   f"rate limit left {remaining if remaining is not None else '—'}"), LABEL)
     else:
-        out.append("Counters  none yet: metrics.json does not exist (is the metrics program running?)")
+        add("Counters  none yet: metrics.json does not exist (is the metrics program running?)", LABEL)
     for n, (name, p) in enumerate(programs.items()):
         state = f"running {duration(p['up_seconds'])}" if p["running"] else "NOT RUNNING"
         age = p["heartbeat_age_seconds"]
         beat = "never" if age is None else f"{duration(age)} ago"
-        out.append(f"{'Programs' if n == 0 else '':<10}{name:<10}{state:<16}heartbeat {beat}"
-                   f"{' (stale)' if p['heartbeat_stale'] else ''}")
-    out.append("")
+        add(f"{'Programs' if n == 0 else '':<{LABEL}}{name:<10}{glued(state):<16}"
+            + glued(f"heartbeat {beat}{' (stale)' if p['heartbeat_stale'] else ''}"), LABEL + 10)
+    add("")
     queue = st["queue"]
-    out.append("Queue     " + " · ".join(f"{s.lower()} {len(queue[s])}" for s in SECTIONS))
+    add(_facts("Queue", *(f"{s.lower()} {len(queue[s])}" for s in SECTIONS)), LABEL)
     for section in SECTIONS:
         if not queue[section]:
             continue
-        out.append(f"  {section}")
+        add(f"  {section}")
         for task in queue[section][:SECTION_LINES]:
-            out.append(f"    [{task['marker']}] {task['id'] or '(no id yet)'}: {task['title']} {{p{task['priority']}}}")
+            add(f"    [{task['marker']}] {task['id'] or '(no id yet)'}: {task['title']} {{p{task['priority']}}}", 8)
         if len(queue[section]) > SECTION_LINES:
-            out.append(f"    … and {len(queue[section]) - SECTION_LINES} more")
+            add(f"    … and {len(queue[section]) - SECTION_LINES} more")
     problems = [p for p in st["tasks_problems"] if p["problem"] != NOT_UNDERSTOOD]
     for p in problems[:PROBLEMS_SHOWN]:
-        text = p["text"].strip()
-        text = text if len(text) <= PROBLEM_TEXT else text[:PROBLEM_TEXT - 1] + "…"
-        out.append(f"  ! tasks.md line {p['line']} \"{text}\": {p['problem']}")
+        add(f"  ! tasks.md line {p['line']} \"{shorten(printable(p['text']).strip(), PROBLEM_TEXT)}\": {p['problem']}")
     if len(problems) > PROBLEMS_SHOWN:
-        out.append(f"  ! … and {len(problems) - PROBLEMS_SHOWN} more in tasks.md")
+        add(f"  ! … and {len(problems) - PROBLEMS_SHOWN} more in tasks.md")
     vague = [str(p["line"]) for p in st["tasks_problems"] if p["problem"] == NOT_UNDERSTOOD]
     if vague:
-        out.append(f"  ! tasks.md lines not understood: {', '.join(vague[:PROBLEMS_SHOWN])}"
-                   + (" …" if len(vague) > PROBLEMS_SHOWN else ""))
-    out.append("")
-    out.append("Active workers" + ("" if st["workers"] else ": none"))
+        add(f"  ! tasks.md lines not understood: {', '.join(vague[:PROBLEMS_SHOWN])}"
+            + (" …" if len(vague) > PROBLEMS_SHOWN else ""))
+    add("")
+    add("Active workers" + ("" if st["workers"] else ": none"))
     for w in st["workers"]:
         state = "running" if w["alive"] else "not alive"
-        head = (f"  {w['task']}  {w['worker_id'] or '?'}  attempt {w['attempt'] or '?'}  {state}"
-                f"  {duration(w['runtime_seconds'])}")
-        out.append(head)
-        if w["last_output"]:
-            out.append(f"      › {w['last_output']}"[:width])
+        add(f"  {w['task']}  {w['worker_id'] or '?'}  attempt {w['attempt'] or '?'}  {state}"
+            f"  {duration(w['runtime_seconds'])}")
+        if w["last_output"]:  # one line, whose end (what the agent is doing now) stays
+            add(f"      › {shorten(printable(w['last_output']), width - 8)}")
     events = m.get("history", [])[-STATUS_EVENTS:]
-    out.append("")
-    out.append("Last events" + ("" if events else ": none"))
+    add("")
+    add("Last events" + ("" if events else ": none"))
     for event in reversed(events):
-        details = event.get("details") or {}
-        facts = " ".join(f"{k}={v}" for k, v in details.items()
-                         if k not in _NOT_FACTS and v not in (None, ""))
-        when = str(event.get("timestamp", "?"))[:19].replace("T", " ")
-        out.append(f"  {when}  {event.get('type', '?'):<16} {details.get('task', ''):<8} {facts}".rstrip()[:width])
-    # titles, Blocked/Error details, the agent's last line and event details are others' text
-    return printable("\n".join(out) + "\n")
+        out += _event(event, width)
+    return "\n".join(out) + "\n"
+
+
+def _event(event: dict[str, Any], width: int) -> list[str]:
+    """An event in at most ``EVENT_LINES`` lines: its details shortened in the middle (an
+    error's reason is at its end) until they fit."""
+    details = event.get("details") or {}
+    facts = printable(" ".join(f"{k}={v}" for k, v in details.items()
+                               if k not in _NOT_FACTS and v not in (None, "")))
+    when = str(event.get("timestamp", "?"))[:19].replace("T", " ")
+    head = printable(f"  {when}  {event.get('type', '?'):<16} {details.get('task', ''):<8} ")
+    room = EVENT_LINES * width - columns(head) - (EVENT_LINES - 1) * EVENT_INDENT
+    while True:
+        lines = wrap((head + shorten(facts, room)).rstrip(), width, EVENT_INDENT)
+        if len(lines) <= EVENT_LINES or room <= 0:
+            return lines
+        # a few columns less at a time: the lines beyond overstate the excess when all
+        # that happened is a long word moving down
+        room -= 4
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= MIN_INTERVAL):
+        raise argparse.ArgumentTypeError(f"expected seconds, at least {MIN_INTERVAL:g}, got {text!r}")
+    return seconds
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
+    p.add_argument("--watch", action="store_true",
+                   help="refresh until Ctrl-C: in place on a terminal, else one after another")
+    p.add_argument("--interval", type=_interval, default=2.0, metavar="SECONDS",
+                   help=f"seconds between refreshes, at least {MIN_INTERVAL:g} (default 2)")
     p.add_argument("--json", action="store_true", help="print everything as JSON, for scripts")
 
 
@@ -204,15 +255,18 @@ def command(args: argparse.Namespace) -> int:
         # ASCII: a control character in a title or in agent output stays an escape (\u009b)
         print(json.dumps(gather_status(cfg), indent=2, ensure_ascii=True, default=str))
         return 0
-    width = shutil.get_terminal_size((100, 24)).columns
     if not args.watch:
-        sys.stdout.write(render_status(gather_status(cfg), width))
+        sys.stdout.write(render_status(gather_status(cfg), terminal_width()))
         return 0
+    # escape codes only for a terminal: a pipe or a file gets each refresh after a rule
+    on_terminal = sys.stdout.isatty()
+    before = CLEAR if on_terminal else ""
     try:
         while True:
-            # home + clear: the dashboard is redrawn in place
-            sys.stdout.write("\x1b[H\x1b[2J" + render_status(gather_status(cfg), width))
+            # the width is asked each time: a terminal may have been resized
+            sys.stdout.write(before + render_status(gather_status(cfg), terminal_width()))
             sys.stdout.flush()
+            before = CLEAR if on_terminal else RULE
             time.sleep(args.interval)
     except KeyboardInterrupt:  # the way out of --watch
         return 0
