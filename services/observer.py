@@ -36,6 +36,7 @@ from shared import issues, retention, runs, treefiles
 from shared.clock import now_iso, parse_iso, stamp
 from shared.config import Config
 from shared.events import emit, run_key
+from shared.feedback import read_feedback
 from shared.locks import remove_if_free
 from shared.outbox import queue_comment
 from shared.program import Program
@@ -88,6 +89,7 @@ class Plan:
     move: Move
     event: tuple[str, dict[str, Any]]
     comment: str | None
+    comment_on: int | None = None  # the issue or PR it goes to; None: the task's issue
 
 
 def same_worker(line_worker: str | None, record_worker: str | None) -> bool:
@@ -483,11 +485,23 @@ class TaskObserver:
         facts = [f"worker {worker}", f"commit {_short(sha)}"]
         if isinstance(cost, (int, float)):
             facts.append(f"cost ${cost:.2f}")
-        return Plan(DONE, Move(task, worker, COMPLETED, make_marker(COMPLETED, worker, sha),
-                               (("Completed", stamp(datetime.fromtimestamp(when))), where)),
-                    ("task_completed", {"pr": url or None, "commit": sha}),
-                    f"PR ready for review: {url or where[1] + ' (pushed)'}\n\n"
-                    + " · ".join(facts))
+        move = Move(task, worker, COMPLETED, make_marker(COMPLETED, worker, sha),
+                    (("Completed", stamp(datetime.fromtimestamp(when))), where))
+        event = ("task_completed", {"pr": url or None, "commit": sha})
+        answered = self.carried(task, meta)
+        if answered and isinstance(marker.get("number"), int):
+            # a round after people's feedback: said on the PR it updated
+            return Plan(DONE, move, event, f"Updated this PR for {answered}: commit "
+                        f"{_short(sha)}.\n\n" + " · ".join(facts), marker["number"])
+        return Plan(DONE, move, event, f"PR ready for review: {url or where[1] + ' (pushed)'}"
+                    "\n\n" + " · ".join(facts))
+
+    def carried(self, task: str, meta: dict[str, Any]) -> str:
+        """What people said that this run carried (its record's ``feedback`` keys), as "review
+        by alice; check 'tests'"; empty if nothing."""
+        keys = set(meta.get("feedback") or [])
+        items = [item for item in read_feedback(self.cfg, task).items if item.key in keys]
+        return "; ".join(printable(item.source or item.kind) for item in items)
 
     def plan_blocked(self, task: str, meta: dict[str, Any]) -> Plan:
         worker = meta.get("worker_id")
@@ -497,10 +511,10 @@ class TaskObserver:
                                (("Blocked", first),)),
                     ("task_blocked", {"question": first}),
                     f"The agent is blocked and asks:\n\n{_agent_text(question or first)}\n\n"
-                    "Answer by editing the issue description (or the task's title in "
-                    "tasks.md): comments are not read. Then move the task back to Pending "
-                    "in tasks.md; the next attempt reuses the worktree and is shown this "
-                    "question.")
+                    "Answer in a comment here: tac8 sends the task back with your answer (if "
+                    "you may steer tac8: the repository's owner, a member or collaborator, or "
+                    "an allowed author). The next attempt reuses the worktree and is shown "
+                    "this question and your answer.")
 
     def plan_stopped(self, task: str, meta: dict[str, Any]) -> Plan:
         """A person's STOP, or the fetcher's for an issue closed or unlabelled (its snapshot
@@ -579,9 +593,9 @@ class TaskObserver:
         key = run_key(task, worker, plan.transition)
         kind, details = plan.event
         emit(self.cfg.events_dir, kind, task, worker_id=worker, key=key, **details)
-        issue = issue_number(task)
-        if plan.comment and issue is not None and self.cfg.github.repo:
-            queue_comment(self.cfg, issue, task, key, plan.comment)
+        target = plan.comment_on or issue_number(task)
+        if plan.comment and target is not None and self.cfg.github.repo:
+            queue_comment(self.cfg, target, task, key, plan.comment)
         if plan.transition == HALTED:
             # The request is carried out; left in the tree, it would stop the next attempt.
             (self.cfg.tree(task) / STOP_FILE).unlink(missing_ok=True)

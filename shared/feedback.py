@@ -1,28 +1,32 @@
 """Feedback: what people said about a task after a run, carried into its next round.
 
-``state/feedback/<task>.md`` is written by the fetcher only (one writer, no lock). Its
+``state/feedback/<task>.md`` is written by the fetcher, under ``state/locks/feedback-<task>.lock``
+(the observer retires it with its task, once it holds no open item, under the same lock). Its
 frontmatter holds ``task``, ``rework_rounds`` (rounds started by reviews, checks and PR
 commands, bounded by ``[launcher] max_rework_rounds``) and ``items``, each
-``{key, kind, at, source, url, text, done}``: ``kind`` is ``answer`` (a trusted comment
+``{key, kind, at, source, url, text, started, done}``: ``kind`` is ``answer`` (a trusted comment
 answering a Blocked task's question), ``review`` (changes requested), ``ci`` (failing checks)
 or ``command`` (a ``/tac8 …`` request on the PR); ``key`` names what it came from (a comment,
 a review, a commit's checks), so an item is added once however often it is seen.
 
 The launcher renders the open items (not ``done``) into the prompt (``{{feedback}}``, fenced:
 people wrote it) and lists their keys in the run record (``feedback``). The fetcher marks
-them ``done`` once a run that carried them has ended with an outcome that is not a retry, and
-deletes the file once every item is done and the task is settled.
+them ``done`` once a run that carried them has ended with an outcome that is not a retry
+(``services/fetcher/rounds.py``); the file stays, with its count of rounds, while the task does.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from shared.config import Config
 from shared.fsio import atomic_write
+from shared.locks import file_lock
 from shared.records import RecordError, read_record, render_record
 
+T = TypeVar("T")
 ANSWER, REVIEW, CI, COMMAND = "answer", "review", "ci", "command"
 REWORK = (REVIEW, CI, COMMAND)  # kinds whose round counts against max_rework_rounds
 TEXT_LIMIT = 12000  # characters of one item's text kept (a review with its line comments)
@@ -38,6 +42,7 @@ class Item:
     source: str = ""  # who or what, e.g. "review by alice", "check 'tests'"
     url: str = ""
     at: str = ""
+    started: bool = False  # a round was started for it (counted once, even across a crash)
     done: bool = False
 
 
@@ -67,22 +72,36 @@ def read_feedback(cfg: Config, task: str) -> Feedback:
     return Feedback(task, items, int(meta.get("rework_rounds") or 0))
 
 
-def write_feedback(cfg: Config, feedback: Feedback) -> None:
-    """Write it atomically (the fetcher only)."""
-    meta: dict[str, Any] = {"task": feedback.task, "rework_rounds": feedback.rework_rounds,
-                            "items": [asdict(item) for item in feedback.items]}
-    atomic_write(cfg.feedback_file(feedback.task), render_record(meta, ""))
+def update_feedback(cfg: Config, task: str, change: Callable[[Feedback], T]) -> T:
+    """Read-modify-write the task's feedback under its lock (the observer retires the file
+    under the same lock); written only if ``change`` changed it."""
+    with file_lock(lock_file(cfg, task)):
+        feedback = read_feedback(cfg, task)
+        before = _meta(feedback)
+        result = change(feedback)
+        if _meta(feedback) != before:
+            atomic_write(cfg.feedback_file(task), render_record(_meta(feedback), ""))
+        return result
+
+
+def lock_file(cfg: Config, task: str) -> Path:
+    return cfg.locks_dir / f"feedback-{task}.lock"
+
+
+def _meta(feedback: Feedback) -> dict[str, Any]:
+    return {"task": feedback.task, "rework_rounds": feedback.rework_rounds,
+            "items": [asdict(item) for item in feedback.items]}
 
 
 def add_item(cfg: Config, task: str, item: Item) -> bool:
     """Add ``item`` to the task's feedback unless its key is there already; True if added."""
-    feedback = read_feedback(cfg, task)
-    if feedback.has(item.key):
-        return False
-    item.text = item.text[:TEXT_LIMIT]
-    feedback.items.append(item)
-    write_feedback(cfg, feedback)
-    return True
+    def add(feedback: Feedback) -> bool:
+        if feedback.has(item.key):
+            return False
+        item.text = item.text[:TEXT_LIMIT]
+        feedback.items.append(item)
+        return True
+    return update_feedback(cfg, task, add)
 
 
 def render(items: list[Item], code: str) -> str:

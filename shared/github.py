@@ -304,6 +304,15 @@ class GitHub:
             {"state": "open", "sort": "updated", "direction": "desc", "per_page": PER_PAGE},
             cached=cached, project=project)
 
+    def list_repo_comments(self, since: str, cached: Iterable[dict] = (),
+                           project: Callable[[dict], dict] = lambda item: item) -> Listing:
+        """Every issue and PR conversation comment of the repository updated at or after
+        ``since`` (ISO 8601), oldest first: one listing for all of them."""
+        return self.list_pages(
+            self._repo_path("issues", "comments"),
+            {"since": since, "sort": "updated", "direction": "asc", "per_page": PER_PAGE},
+            cached=cached, project=project)
+
     def list_comments(self, issue: int) -> list[dict]:
         return self.list_pages(self._repo_path("issues", int(issue), "comments"),
                                {"per_page": PER_PAGE}).items
@@ -331,6 +340,11 @@ class GitHub:
     def create_pr(self, head: str, base: str, title: str, body: str) -> dict:
         return self.request("POST", self._repo_path("pulls"),
                             body={"head": head, "base": base, "title": title, "body": body}).data
+
+    def react(self, comment_id: int, content: str) -> None:
+        """A reaction (``+1``, ``confused``…) on an issue comment; adding one twice is one."""
+        self.request("POST", self._repo_path("issues", "comments", int(comment_id), "reactions"),
+                     body={"content": content})
 
     def post_comment(self, issue: int, body: str) -> dict:
         return self.request("POST", self._repo_path("issues", int(issue), "comments"),

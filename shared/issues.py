@@ -20,6 +20,13 @@ from shared.tasks import issue_number
 CLOSED, DELETED, UNLABELLED = "closed", "deleted", "unlabelled"
 
 
+def trusted(cfg: Config, login: str, association: str) -> bool:
+    """Whether GitHub user ``login`` may steer tac8 (file an issue it works on, answer, review,
+    command): their ``author_association`` is a trusted one, or they are an allowed author."""
+    return association in cfg.github.trusted_associations \
+        or login.lower() in {a.lower() for a in cfg.github.allowed_authors}
+
+
 def read_issue(cfg: Config, number: int) -> Record | None:
     """The fetcher's snapshot of issue ``number``; None if there is none (or it is unreadable)."""
     try:

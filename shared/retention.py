@@ -1,11 +1,11 @@
 """Retention: a task's files leave the working folders once the task has left tasks.md.
 
 While a task is in tasks.md its files stay where the programs use them: run record, prompt
-and question in ``state/runs/``, PR marker in ``state/prs/``, record lock in ``state/locks/``,
-agent and worker logs in ``logs/``. Once it is in no section (archived on the day rollover,
+and question in ``state/runs/``, PR marker in ``state/prs/``, feedback in ``state/feedback/``,
+record lock in ``state/locks/``, agent and worker logs in ``logs/``. Once it is in no section (archived on the day rollover,
 deleted by a person, removed by the fetcher), no worker of it is alive, its last run ended
 more than ``runs.STALE_SAVE_WINDOW`` ago (a save may still bring its line back until then)
-and its outcome was announced, the observer *retires* it: the files move into
+its outcome was announced and no feedback waits for it, the observer *retires* it: the files move into
 ``state/archive/tasks/<task>/`` (``runs/``, ``prs/``, ``logs/``), the run record last, so a crash midway leaves a record that
 is retired again. A retired folder is deleted ``[paths] keep_days`` after it was made. So
 every scan the programs make per cycle costs O(tasks in tasks.md), not O(history).
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared import runs
+from shared import feedback, runs
 from shared.clock import parse_iso
 from shared.config import Config
 from shared.locks import file_lock
@@ -36,7 +36,7 @@ def task_files(cfg: Config, task: str) -> list[Path]:
     logs = cfg.agent_log(task).parent
     return [runs.prompt_file(cfg, task), runs.question_file(cfg, task), cfg.pr_marker(task),
             runs.worker_log(cfg, task), *sorted(logs.glob(f"{task}.*.jsonl")),
-            cfg.agent_log(task), cfg.run_record(task)]
+            cfg.agent_log(task), cfg.feedback_file(task), cfg.run_record(task)]
 
 
 def due(meta: dict[str, Any], now: float) -> bool:
@@ -51,10 +51,10 @@ def due(meta: dict[str, Any], now: float) -> bool:
 def retire(cfg: Config, task: str) -> bool:
     """Move the task's files into its retired folder, under its record lock, unless a
     worker of it is alive. True if it was retired."""
-    lock = cfg.run_record_lock(task)
-    with file_lock(lock):
-        if runs.worker_alive(cfg, task):
-            return False
+    lock, feedback_lock = cfg.run_record_lock(task), feedback.lock_file(cfg, task)
+    with file_lock(lock), file_lock(feedback_lock):
+        if runs.worker_alive(cfg, task) or feedback.read_feedback(cfg, task).open_items():
+            return False  # (feedback waiting: the fetcher brings the task back for it)
         folder = retired_dir(cfg, task)
         for path in task_files(cfg, task):
             if path.exists():  # kept as runs/…, prs/…, logs/…: a record and a marker share a name
@@ -63,6 +63,7 @@ def retire(cfg: Config, task: str) -> bool:
                 # logs/ is on another filesystem
         os.utime(folder)  # its age counts from now (keep_days)
         lock.unlink(missing_ok=True)  # while held: a later taker locks a new file
+        feedback_lock.unlink(missing_ok=True)
     return True
 
 

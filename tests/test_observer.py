@@ -26,6 +26,7 @@ from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, 
                           edit_tasks)
 from tests.agents import use_agent, wait_cycles, wait_for
 from tests.test_observer_support import (ServiceProcess, add_task, applied, events, launch,
+                                         open_queued_prs,
                                          line_of, outbox, section_of, settled)
 
 
@@ -107,6 +108,27 @@ def test_pr_marker_completes_the_task_comments_once_and_removes_the_worktree(
     assert not cfg.tree(task).exists()  # the guarded removal: everything was pushed
     [done] = events(cfg, "task_completed")
     assert done["pr"] == marker["url"] and done["commit"] == marker["commit"]
+
+
+def test_a_rework_round_s_completion_is_said_on_the_pr_it_updated(
+        sandbox, observer, fake_github, tmp_path):
+    from shared.feedback import Item, add_item
+    cfg = github_config(sandbox, fake_github, "commit")
+    issue = fake_github.add_issue("Add a docstring")["number"]
+    task = f"gh-{issue}"
+    add_issue_task(cfg, task, "Add a docstring")
+    add_item(cfg, task, Item(key="review/5", kind="review", text="Name it better.",
+                             source="review by alice"))
+    pr = fake_github.add_pr(cfg.branch(task))  # the round's push updates the open PR
+    observer.start()
+    worker = launch(cfg, task, log=tmp_path / "worker.log")
+    runs.update_run(cfg, task, lambda rec: rec.meta.update(feedback=["review/5"]))
+    assert worker.wait() == 0
+    open_queued_prs(cfg)  # the fetcher finds the open PR for the run's queued one
+    wait_for(lambda: fully_applied(cfg, task), what="completion applied")
+    [(meta, body)] = comments_for(cfg, task)
+    assert meta["issue"] == pr["number"] != issue
+    assert body.startswith("Updated this PR for review by alice: commit ")
 
 
 def test_blocked_run_moves_to_blocked_with_the_question_and_keeps_the_tree(

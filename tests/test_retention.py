@@ -183,3 +183,12 @@ def test_keep_tail_caps_a_log_at_a_line_start(tmp_path):
     assert first.startswith("[tac8: ") and "dropped" in first
     assert rest[-1] == "line 000999" and all(r.startswith("line ") for r in rest)
     assert len(text) < 200
+
+
+def test_a_task_with_feedback_waiting_is_not_retired(sandbox):
+    from shared.feedback import Item, add_item
+    cfg = sandbox.cfg
+    files = _files_of(cfg, "t-1", ended_ago=2 * HOURS)
+    add_item(cfg, "t-1", Item(key="review/1", kind="review", text="add tests"))
+    assert not retention.retire(cfg, "t-1")
+    assert all(p.exists() for p in files) and cfg.feedback_file("t-1").exists()

@@ -27,17 +27,19 @@ from typing import Callable
 
 from watchdog.events import FileCreatedEvent, FileMovedEvent
 
+from services.fetcher.comments import Comments
 from services.fetcher.memory import Memory
+from services.fetcher.rounds import start_rounds
 from shared import outbox, tasks
 from shared.clock import iso_at
 from shared.events import emit, run_key
 from shared.fsio import atomic_write, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
                            Unavailable)
-from shared.issues import read_issue, withdrawn
+from shared.issues import read_issue, trusted, withdrawn
 from shared.program import Program
 from shared.records import Record, render_record
-from shared.runs import write_pr_marker
+from shared.runs import read_pr_marker, write_pr_marker
 
 log = logging.getLogger("fetcher")
 
@@ -85,7 +87,6 @@ class Fetcher:
         self.gh = gh
         self.stopping = stopping
         self.memory = Memory(cfg.state_dir / "fetcher.md")
-        self.allowed = {a.lower() for a in cfg.github.allowed_authors}
         self.owner = (cfg.github.repo.split("/")[0] if cfg.github.repo else "").lower()
         self.next_poll = 0.0  # monotonic
         self.not_before = 0.0  # monotonic: no GitHub call before this (backoff, rate limit)
@@ -99,6 +100,8 @@ class Fetcher:
         self.settle = SETTLE_TIMEOUTS * cfg.github.timeout
         self._archive_key: tuple | None = None
         self._archive_ids: set[str] = set()
+        self.comments = Comments(cfg, gh, self.memory.section("comments"), self.task_of_pr) \
+            if gh is not None else None
 
     def seconds_until_due(self) -> float:
         """How long the loop may sleep before a poll or the end of a wait is due."""
@@ -181,11 +184,20 @@ class Fetcher:
         self.note_ignored(current, eligible)
         self.memory.issues = listing.pages
         self.find_prs()
+        self.comments.poll()
+        start_rounds(cfg)
         self.memory.save()
 
+    def task_of_pr(self, number: int) -> str | None:
+        """The task whose PR is ``number`` (from the PR markers), None if it is none of tac8's."""
+        for path in self.cfg.prs_dir.glob("*.md"):
+            marker = read_pr_marker(self.cfg, path.stem)
+            if marker and marker.get("number") == number:
+                return path.stem
+        return None
+
     def trusted(self, issue: dict) -> bool:
-        return (issue["author_association"] in self.cfg.github.trusted_associations
-                or issue["author"].lower() in self.allowed)
+        return trusted(self.cfg, issue["author"], issue["author_association"])
 
     def _revalidatable(self) -> list[dict]:
         """The cached issue pages; a page holding an eligible issue whose snapshot is

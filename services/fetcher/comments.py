@@ -1,0 +1,192 @@
+"""The conversation: comments people write on tasks' issues and on tac8's pull requests.
+
+One repo-wide listing per poll (``GET /repos/{o}/{r}/issues/comments?since=…``, ETag'd, so
+an unchanged poll costs one 304) covers issue and PR conversation comments. A comment by a
+trusted author (the rule that gates issues), never one of tac8's own (its login and its
+marker: a person may run tac8 under their own account), that is
+
+* on the issue of a Blocked task and newer than tac8's question there: the answer, a
+  feedback item (``rounds`` sends the task back to Pending with it);
+* ``/tac8 stop`` (``[github] command``) on a task's issue or PR: ``STOP`` in its tree, if it runs;
+* ``/tac8 retry``: a Stopped, Failed or Blocked task back to Pending;
+* ``/tac8 <anything else>`` on tac8's PR: a rework request, a feedback item;
+
+is acted on, and a command gets a reaction: 👍 carried out, 😕 not (unknown, or the task
+is not where the command applies). Comments by others are counted and otherwise ignored.
+A comment is handled once: its id is remembered (the last ``HANDLED_KEPT``) and every effect
+is idempotent, so a crash before the fetcher's memory is saved only repeats a handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Callable
+
+from shared import tasks
+from shared.clock import parse_iso
+from shared.config import Config
+from shared.feedback import ANSWER, COMMAND, Item, add_item
+from shared.fsio import atomic_write
+from shared.github import AuthError, GitHub, NotFound, Rejected
+from shared.issues import trusted
+from shared.runs import read_run
+
+log = logging.getLogger("fetcher")
+
+HANDLED_KEPT = 2000
+FIRST_LOOK_BACK = 3600.0  # seconds of comments read when the fetcher has never looked
+OWN_MARK = "<!-- tac8:"  # every comment tac8 posts ends with one (shared.outbox.comment_marker)
+_QUESTION_MARK = re.compile(r"<!-- tac8:(gh-\d+)/w-[0-9a-zA-Z]+/blocked -->")
+RETRYABLE = (tasks.STOPPED, tasks.FAILED, tasks.BLOCKED)
+
+
+def github_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _summary(comment: dict) -> dict:
+    """What the listing cache keeps of a comment (the ETag does the rest)."""
+    return {"id": comment.get("id"), "updated_at": comment.get("updated_at")}
+
+
+class Comments:
+    def __init__(self, cfg: Config, gh: GitHub, memory: dict,
+                 task_of_pr: Callable[[int], str | None]):
+        self.cfg, self.gh, self.memory = cfg, gh, memory
+        self.task_of_pr = task_of_pr
+        memory.setdefault("since", github_time(time.time() - FIRST_LOOK_BACK))
+        memory.setdefault("handled", [])
+        memory.setdefault("asked", {})  # issue number → when tac8 posted its question there
+        memory.setdefault("ignored", 0)  # comments by untrusted authors about a task
+
+    def poll(self) -> None:
+        memory = self.memory
+        listing = self.gh.list_repo_comments(memory["since"], cached=memory.get("pages") or [],
+                                             project=_summary)
+        handled = set(memory["handled"])
+        for comment in listing.fresh:
+            if comment.get("id") in handled:
+                continue
+            self.handle(comment)
+            memory["handled"] = [*memory["handled"], comment.get("id")][-HANDLED_KEPT:]
+            handled.add(comment.get("id"))
+        memory["pages"] = listing.pages
+        newest = max((str(c.get("updated_at") or "") for c in listing.items), default="")
+        if newest > memory["since"]:
+            memory["since"] = newest  # the next listing starts there (handled ids skip it)
+
+    # --- one comment ---
+    def handle(self, comment: dict) -> None:
+        body = str(comment.get("body") or "")
+        login = str((comment.get("user") or {}).get("login") or "")
+        number = _issue_number(comment)
+        if number is None:
+            return
+        on_pr = "/pull/" in str(comment.get("html_url") or "")
+        task = self.task_of_pr(number) if on_pr else tasks.issue_task(number)
+        if OWN_MARK in body and login.lower() == self.gh.login().lower():
+            # tac8's own (they all end with a marker; a person using tac8's account is not)
+            if not on_pr and _QUESTION_MARK.search(body):
+                self.memory["asked"][str(number)] = str(comment.get("created_at") or "")
+            return
+        if task is None:
+            return
+        if not trusted(self.cfg, login, str(comment.get("author_association") or "")):
+            self.memory["ignored"] += 1
+            log.info("comment %s on #%d by %r ignored: not a trusted author", comment.get("id"),
+                     number, login)
+            return
+        words = _command(body, self.cfg.github.command)
+        if words is not None:
+            self.command(comment, task, words, on_pr, login)
+        elif not on_pr and self.section(task) == tasks.BLOCKED and self.answers(comment, task):
+            if add_item(self.cfg, task, Item(
+                    key=f"comment/{comment['id']}", kind=ANSWER, text=body,
+                    source=f"answer by {login}", url=str(comment.get("html_url") or ""),
+                    at=str(comment.get("created_at") or ""))):
+                log.info("%s: answered by %s in a comment", task, login)
+
+    def answers(self, comment: dict, task: str) -> bool:
+        """Whether the comment came after tac8 asked: its question comment, else (posted
+        before this fetcher remembered questions) the blocked run's end."""
+        asked = parse_iso(self.memory["asked"].get(str(_issue_number(comment))))
+        if asked is None:
+            record = read_run(self.cfg, task)
+            asked = parse_iso(record.meta.get("finished")) if record else None
+        written = parse_iso(str(comment.get("created_at") or ""))
+        return written is not None and (asked is None or written > asked)
+
+    def section(self, task: str) -> str | None:
+        found = tasks.read_board(self.cfg.tasks_file).find(task)
+        return found[0] if found else None
+
+    # --- commands ---
+    def command(self, comment: dict, task: str, words: list[str], on_pr: bool,
+                login: str) -> None:
+        verb = words[0].lower() if words else ""
+        if verb == "stop":
+            done = self.stop(task, login)
+        elif verb == "retry":
+            done = tasks.edit_tasks(self.cfg, lambda board: _retry(board, task, login))
+        elif on_pr and words:
+            done = True
+            add_item(self.cfg, task, Item(
+                key=f"comment/{comment['id']}", kind=COMMAND,
+                text=_after_command(str(comment.get("body")), self.cfg.github.command),
+                source=f"request by {login}", url=str(comment.get("html_url") or ""),
+                at=str(comment.get("created_at") or "")))
+        else:
+            done = False
+        log.info("%s: %s %s by %s: %s", task, self.cfg.github.command, verb or "(nothing)",
+                 login, "done" if done else "not applicable")
+        self.react(comment, "+1" if done else "confused")
+
+    def stop(self, task: str, login: str) -> bool:
+        tree = self.cfg.tree(task)
+        if self.section(task) != tasks.ACTIVE or not tree.is_dir():
+            return False
+        stop = tree / "STOP"
+        if not stop.exists():
+            atomic_write(stop, f"{self.cfg.github.command} stop by {login} (tac8 fetcher)\n")
+        return True
+
+    def react(self, comment: dict, content: str) -> None:
+        try:
+            self.gh.react(int(comment["id"]), content)
+        except (Rejected, NotFound, AuthError) as exc:  # a locked issue, a token without
+            log.warning("could not react to comment %s: %s", comment.get("id"), exc)  # the right
+
+
+def _issue_number(comment: dict) -> int | None:
+    url = str(comment.get("issue_url") or "")
+    tail = url.rstrip("/").rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _command(body: str, word: str) -> list[str] | None:
+    """The words after the command word on the comment's first line; None if it is none."""
+    first = body.strip().split("\n", 1)[0].strip()
+    if not word or not first.lower().startswith(word.lower()):
+        return None
+    rest = first[len(word):]
+    if rest and not rest[0].isspace():
+        return None  # "/tac8x" is not "/tac8"
+    return rest.split()
+
+
+def _after_command(body: str, word: str) -> str:
+    """A rework request's text: the comment without its command word."""
+    return body.strip()[len(word):].strip()
+
+
+def _retry(board: tasks.Board, task: str, login: str) -> bool:
+    """Pure change: a Stopped, Failed or Blocked task back to Pending, as a person's move
+    would (its marker still names its last run's worker)."""
+    found = board.find(task)
+    if found is None or found[0] not in RETRYABLE:
+        return False
+    board.move(found[1], tasks.PENDING, marker=found[1].marker,
+               details=[("Requeued", f"retry asked by {login} on GitHub")])
+    return True
