@@ -371,6 +371,8 @@ class Launcher:
         title = self.valid_title(task)
         # read before the prompt: an item added in between is carried again, never lost
         feedback = [item.key for item in read_feedback(cfg, task_id).open_items()]
+        if feedback:
+            self.catch_up(task_id, tree)
         prompt = self.render_prompt(task_id, title, attempt, _previous_question(cfg, task_id))
         worker_id = runs.new_worker_id()
         atomic_write(runs.prompt_file(cfg, task_id), prompt)
@@ -388,6 +390,14 @@ class Launcher:
             runs.restore_run(cfg, task_id, worker_id, previous)
             return None
         return worker_id, tree_ms
+
+    def catch_up(self, task_id: str, tree: Path) -> None:
+        """A round after people's feedback starts from the PR's branch as it is now."""
+        try:
+            if worktree.catch_up(self.cfg, task_id, tree):
+                self.log.info("%s: its branch moved on the remote: fast-forwarded", task_id)
+        except worktree.GitError as exc:  # offline, or diverged: the push will say
+            self.log.warning("%s: could not catch up with the remote branch: %s", task_id, exc)
 
     def clear_stale_stop(self, task_id: str) -> None:
         """Remove a STOP older than this launch's run record (written just before the claim):

@@ -324,6 +324,20 @@ def fetch_base(cfg: Config) -> None:
     network_git(cfg.repo.path, "fetch", "--quiet", cfg.repo.remote, cfg.repo.base_branch)
 
 
+def catch_up(cfg: Config, task: str, tree: Path) -> bool:
+    """Before a rework round: fast-forward the task's branch in ``tree`` to the remote's, which
+    people may have pushed to (a suggestion applied on the PR), so the round's push is not
+    refused. Only a fast-forward, only of a clean tree; True if the branch moved."""
+    branch = cfg.branch(task)
+    network_git(cfg.repo.path, "fetch", "--quiet", cfg.repo.remote,
+                f"+refs/heads/{branch}:refs/remotes/{cfg.repo.remote}/{branch}")
+    remote = f"{cfg.repo.remote}/{branch}"
+    if dirty_paths(tree) or tree_git(tree, "rev-parse", "HEAD") == tree_git(tree, "rev-parse", remote):
+        return False
+    tree_git(tree, "merge", "--quiet", "--ff-only", remote)
+    return True
+
+
 def _move_aside(tree: Path) -> Path:
     """Keep an unusable directory's content under a new name next to it (never delete)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -434,3 +434,20 @@ def test_a_config_worktree_in_the_trees_admin_directory_is_refused(sandbox, tmp_
     with pytest.raises(worktree.WorktreeError, match="config.worktree"):
         worktree.push(cfg, tree, cfg.branch("t-1"))
     assert not ran.exists()
+
+
+def test_a_rework_round_catches_up_with_commits_people_pushed_to_the_branch(sandbox, tmp_path):
+    cfg = sandbox.cfg
+    tree = ensure(cfg, "t-7")
+    commit_file(tree, "a.txt")
+    worktree.push(cfg, tree, "auto/t-7")
+    assert not worktree.catch_up(cfg, "t-7", tree)  # nothing new
+    other = tmp_path / "person"
+    subprocess.run(["git", "clone", "-q", "-b", "auto/t-7", str(sandbox.origin), str(other)],
+                   check=True)
+    commit_file(other, "suggestion.txt")
+    git(other, "push", "-q", "origin", "auto/t-7")
+
+    assert worktree.catch_up(cfg, "t-7", tree)
+    assert (tree / "suggestion.txt").exists()
+    assert git(tree, "rev-parse", "HEAD") == git(other, "rev-parse", "HEAD")
