@@ -80,7 +80,7 @@ def wrap(cfg: Config, tree: Path, admin: Path, common: Path, command: list[str])
             hidden = [h for h in hidden if not h.is_relative_to(path)] + [path]
     for path in sorted(hidden):
         args += ["--tmpfs", str(path)]
-    for path in (cfg.tasks_file, cfg.paths.metrics):
+    for path in (cfg.tasks_file, cfg.paths.metrics, cfg.status_page):
         path = Path(os.path.realpath(path))
         if path.exists() and not any(path.is_relative_to(h) for h in hidden):
             args += ["--ro-bind", "/dev/null", str(path)]
