@@ -36,7 +36,7 @@ from shared import issues, retention, runs, treefiles
 from shared.clock import now_iso, parse_iso, stamp
 from shared.config import Config
 from shared.events import emit, run_key
-from shared.feedback import read_feedback
+from shared.feedback import REWORK, read_feedback
 from shared.locks import remove_if_free
 from shared.outbox import queue_comment
 from shared.program import Program
@@ -497,10 +497,12 @@ class TaskObserver:
                     "\n\n" + " · ".join(facts))
 
     def carried(self, task: str, meta: dict[str, Any]) -> str:
-        """What people said that this run carried (its record's ``feedback`` keys), as "review
-        by alice; check 'tests'"; empty if nothing."""
+        """The rework this run carried (its record's ``feedback`` keys: reviews, checks, PR
+        requests), as "review by alice; check 'tests'"; empty if none (an answer's round
+        opens the task's first PR, said on the issue as usual)."""
         keys = set(meta.get("feedback") or [])
-        items = [item for item in read_feedback(self.cfg, task).items if item.key in keys]
+        items = [item for item in read_feedback(self.cfg, task).items
+                 if item.key in keys and item.kind in REWORK]
         return "; ".join(printable(item.source or item.kind) for item in items)
 
     def plan_blocked(self, task: str, meta: dict[str, Any]) -> Plan:

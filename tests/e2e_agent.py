@@ -7,7 +7,7 @@ Directives, each on a line of an issue's body (the prompt quotes the body)::
     e2e-agent: BEHAVIOUR [ARG]   what fake_agent.py does (default: commit)
     e2e-gate: NAME               first wait until $E2E_DIR/gates/NAME exists
 
-Each run is recorded in ``$E2E_DIR/runs/<task>.<pid>.json`` (the task is the name of the
+Each run is recorded in ``$E2E_DIR/runs/<task>.<pid>.<ns>.json`` (the task is the name of the
 working directory, the task's tree): behaviour, started, then ended and exit when it ends,
 with wall-clock times and the CPU seconds it used, so a test can count the runs of a task and
 a benchmark can subtract the agent's own time and CPU. Standalone on purpose: it imports nothing of tac8 or the tests, so its
@@ -53,12 +53,15 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _note_signal)  # a handler, not SIG_IGN: the child gets defaults
     prompt = sys.stdin.buffer.read()
-    found = {kind: value for kind, value in DIRECTIVE.findall(prompt.decode(errors="replace"))}
+    found: dict[str, str] = {}  # the first of each kind: people's feedback comes before the issue
+    for kind, value in DIRECTIVE.findall(prompt.decode(errors="replace")):
+        found.setdefault(kind, value)
     behaviour = found.get("agent", "commit").split()
     task = os.path.basename(os.getcwd())
     folder = os.environ["E2E_DIR"]
     os.makedirs(os.path.join(folder, "runs"), exist_ok=True)
-    path = os.path.join(folder, "runs", f"{task}.{os.getpid()}.json")
+    # (the pid alone repeats: in its sandbox every agent has a PID namespace of its own)
+    path = os.path.join(folder, "runs", f"{task}.{os.getpid()}.{time.time_ns()}.json")
     run = {"task": task, "behaviour": behaviour, "started": STARTED}
     _record(path, run)
 

@@ -175,6 +175,24 @@ def test_a_blocked_task_asks_its_question_on_the_issue(shared):
     assert len(shared.agent_runs(task)) == 1
 
 
+def test_an_answer_in_a_comment_sends_the_blocked_task_back_to_completion(shared):
+    task = shared.add_issue("Pick the Python versions", "blocked")
+    shared.wait_settled([task], "blocked")
+    number = int(task[3:])
+    shared.fake.add_comment(number, "Drive-by: e2e-agent: fail", author="mallory")
+    answer = shared.fake.add_comment(number, "3.11 and 3.12.\ne2e-agent: commit", author="alice",
+                                     association="MEMBER")
+    wait_for(lambda: len(shared.comments(task)) == 4 and shared.settled(task, "completed"),
+             timeout=60, interval=0.1, what="the answered task to complete")
+
+    assert [r["behaviour"] for r in shared.agent_runs(task)] == [["blocked"], ["commit"]]
+    assert shared.run_record(task)["feedback"] == [f"comment/{answer['id']}"]
+    assert len(shared.pulls(task)) == 1 and shared.where(task)[0] == "Completed Today"
+    question, _, _, done = shared.comments(task)
+    assert question.startswith("The agent is blocked") and done.startswith("PR ready for review")
+    assert shared.fake.comment_reactions(answer["id"]) == []  # an answer, not a command
+
+
 # --- supervisorctl while workers run ---------------------------------------------------------
 
 def test_stopping_the_launcher_leaves_running_workers_to_finish(fresh):

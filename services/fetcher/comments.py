@@ -58,7 +58,7 @@ class Comments:
         self.task_of_pr = task_of_pr
         memory.setdefault("since", github_time(time.time() - FIRST_LOOK_BACK))
         memory.setdefault("handled", [])
-        memory.setdefault("asked", {})  # issue number → when tac8 posted its question there
+        memory.setdefault("asked", {})  # issue number → the id of tac8's question comment there
         memory.setdefault("ignored", 0)  # comments by untrusted authors about a task
 
     def poll(self) -> None:
@@ -66,6 +66,10 @@ class Comments:
         listing = self.gh.list_repo_comments(memory["since"], cached=memory.get("pages") or [],
                                              project=_summary)
         handled = set(memory["handled"])
+        for comment in listing.fresh:  # tac8's questions first: what came after them answers
+            if self.ours(comment) and "/pull/" not in str(comment.get("html_url") or "") \
+                    and _QUESTION_MARK.search(str(comment.get("body") or "")):
+                memory["asked"][str(_issue_number(comment))] = comment.get("id")
         for comment in listing.fresh:
             if comment.get("id") in handled:
                 continue
@@ -86,10 +90,7 @@ class Comments:
             return
         on_pr = "/pull/" in str(comment.get("html_url") or "")
         task = self.task_of_pr(number) if on_pr else tasks.issue_task(number)
-        if OWN_MARK in body and login.lower() == self.gh.login().lower():
-            # tac8's own (they all end with a marker; a person using tac8's account is not)
-            if not on_pr and _QUESTION_MARK.search(body):
-                self.memory["asked"][str(number)] = str(comment.get("created_at") or "")
+        if self.ours(comment):
             return
         if task is None:
             return
@@ -108,15 +109,23 @@ class Comments:
                     at=str(comment.get("created_at") or ""))):
                 log.info("%s: answered by %s in a comment", task, login)
 
+    def ours(self, comment: dict) -> bool:
+        """tac8's own comment: its marker, under its login (a person may run tac8 under their
+        own account: their comments have no marker)."""
+        login = str((comment.get("user") or {}).get("login") or "")
+        return OWN_MARK in str(comment.get("body") or "") and login.lower() == self.gh.login().lower()
+
     def answers(self, comment: dict, task: str) -> bool:
-        """Whether the comment came after tac8 asked: its question comment, else (posted
-        before this fetcher remembered questions) the blocked run's end."""
-        asked = parse_iso(self.memory["asked"].get(str(_issue_number(comment))))
-        if asked is None:
-            record = read_run(self.cfg, task)
-            asked = parse_iso(record.meta.get("finished")) if record else None
+        """Whether the comment came after tac8 asked: after its question comment (ids grow
+        with time; timestamps are whole seconds), else (a question this fetcher never saw)
+        after the blocked run's end."""
+        question = self.memory["asked"].get(str(_issue_number(comment)))
+        if isinstance(question, int):
+            return int(comment.get("id") or 0) > question
+        record = read_run(self.cfg, task)
+        asked = parse_iso(record.meta.get("finished")) if record else None
         written = parse_iso(str(comment.get("created_at") or ""))
-        return written is not None and (asked is None or written > asked)
+        return written is not None and (asked is None or written >= asked)
 
     def section(self, task: str) -> str | None:
         found = tasks.read_board(self.cfg.tasks_file).find(task)
