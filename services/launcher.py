@@ -9,7 +9,8 @@ restart are adopted), ``state/PAUSE`` is absent and free memory is above ``min_f
 A launch takes the task's liveness lock first, then ensures the tree, renders the prompt,
 writes a fresh run record, claims the line and starts the worker in a new session. A failed
 launch puts the task back with a retry time; the same failure ``PAUSE_AFTER`` times in a row
-pauses launching, and so does health ``critical`` (``degraded`` removes stale trees). While
+pauses launching, and so does health ``critical`` (``degraded`` removes stale trees); a pause
+with ``until`` (a worker's, for the provider's usage limit) is lifted once that time comes. While
 tasks wait for a slot it makes the next tree in advance, so a freed slot does not wait for
 ``git worktree add`` (a task dropped before its launch takes that tree and branch with it).
 A Pending task whose issue was closed or unlabelled is never launched. Workers are reaped
@@ -41,7 +42,7 @@ from shared.feedback import read_feedback
 from shared.fsio import atomic_write, keep_tail
 from shared.locks import AlreadyHeld, HeldLock, hold
 from shared.health import available_memory_mb, read_metrics
-from shared.pause import pause, read_pause, toggle
+from shared.pause import lift_if_over, pause, pause_end, read_pause, toggle
 from shared.program import Program
 from shared.prompt import TemplateError, load_template, prompt_values, render
 from shared.retry import Retry, backoff_seconds, parse_retry, retry_value
@@ -162,6 +163,7 @@ class Launcher:
         self.last_fetch = -FETCH_EVERY
         self.memory_low = False
         self.next_retry: datetime | None = None  # the earliest Retry time of a waiting task
+        self.pause_ends: datetime | None = None  # when the pause on now ends by itself
 
     # --- wiring ---
     def start(self) -> None:
@@ -195,7 +197,7 @@ class Launcher:
         self.report_problems(board)
         alive = self.alive_tasks()
         self.show_live_runs(board, alive)
-        if read_pause(self.cfg) is not None:
+        if not self.pause_over():
             return
         withdrawn = self.withdrawn(board)
         self.remove_dropped(board.ids() - withdrawn, alive)
@@ -266,13 +268,32 @@ class Launcher:
                 self.log.info("%s: %s", task_id, errors[task_id])
         return set(errors)
 
+    def pause_over(self) -> bool:
+        """Whether launching may go on: no pause, or one whose ``until`` has come (lifted
+        now: a usage limit's pause ends by itself)."""
+        paused = read_pause(self.cfg)
+        self.pause_ends = pause_end(paused)
+        if paused is None:
+            return True
+        if self.pause_ends is None or self.pause_ends > datetime.now().astimezone():
+            return False
+        lifted = lift_if_over(self.cfg, "launcher")
+        if lifted is not None:
+            self.log.info("resumed: the pause ended at %s (%s)", stamp(self.pause_ends),
+                          lifted.get("reason"))
+        self.pause_ends = None
+        return read_pause(self.cfg) is None
+
     def seconds_until_due(self) -> float:
-        """How long the loop may sleep: until the next retry comes due, or the next look at
-        free memory while it is low (everything else wakes the loop)."""
+        """How long the loop may sleep: until the next retry comes due or the pause ends by
+        itself, or the next look at free memory while it is low (everything else wakes the
+        loop)."""
         wait = RESCAN
-        if self.next_retry is not None:
-            wait = (self.next_retry - datetime.now().astimezone()).total_seconds()
-        return min(wait, LOW_MEMORY_RESCAN) if self.memory_low else min(wait, RESCAN)
+        now = datetime.now().astimezone()
+        for due in (self.next_retry, self.pause_ends):
+            if due is not None:
+                wait = min(wait, (due - now).total_seconds())
+        return min(wait, LOW_MEMORY_RESCAN) if self.memory_low else wait
 
     def may_launch(self) -> bool:
         """Not stopping, not paused (a failed launch may just have paused), memory to spare."""

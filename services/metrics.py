@@ -117,6 +117,7 @@ class Tally:
         self.history_size = history_size
         self.counts: dict[str, int] = data.get("counts", {})  # events by type
         self.outcomes: dict[str, int] = data.get("outcomes", {})  # run_finished by outcome
+        self.usage_limits: int = data.get("usage_limits", 0)  # runs the provider's limit ended
         self.unreadable: int = data.get("unreadable", 0)
         self.cost_usd_total: float = data.get("cost_usd_total", 0.0)
         self.tokens_total: int = data.get("tokens_total", 0)
@@ -136,6 +137,7 @@ class Tally:
     def to_json(self) -> str:
         return json.dumps({
             "version": STATE_VERSION, "counts": self.counts, "outcomes": self.outcomes,
+            "usage_limits": self.usage_limits,
             "unreadable": self.unreadable, "cost_usd_total": self.cost_usd_total,
             "tokens_total": self.tokens_total, "day": self.day, "rate_limit": self.rate_limit,
             "launched_at": self.launched_at, "launch_to_pr": self.launch_to_pr,
@@ -190,6 +192,7 @@ class Tally:
     def _fold_run(self, meta: dict[str, Any], at: float) -> None:
         outcome = str(meta.get("outcome") or "unknown")
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.usage_limits += meta.get("usage_limit") is True
         if outcome != "pr":
             # No PR will follow. A run that made one keeps its launch time until its
             # pr_created is folded, whichever of the two events comes first.
@@ -316,6 +319,7 @@ class Metrics:
             "health": health,
             "health_reasons": reasons,
             "workers_stopped": t.outcomes.get("stopped", 0),
+            "usage_limits": t.usage_limits,
             "workers_active": self._live_workers(),
             "launch_failures": t.counts.get("launch_failed", 0),
             "tasks_pending": len(board.tasks(PENDING)),
@@ -381,6 +385,7 @@ _PROMETHEUS = (
     ("worktree_errors_total", "worktree_errors", "counter", "Worktree errors."),
     ("github_api_errors_total", "github_api_errors", "counter", "GitHub API errors."),
     ("launch_failures_total", "launch_failures", "counter", "Workers that could not start."),
+    ("usage_limits_total", "usage_limits", "counter", "Runs ended by the provider's usage limit."),
     ("workers_active", "workers_active", "gauge", "Workers running now."),
     ("tasks_pending", "tasks_pending", "gauge", "Tasks waiting in tasks.md."),
     ("tasks_problems", "tasks_problems", "gauge", "Lines of tasks.md a person should look at."),

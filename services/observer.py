@@ -41,7 +41,7 @@ from shared.locks import remove_if_free
 from shared.outbox import queue_comment
 from shared.program import Program
 from shared.records import Record, RecordError, read_record
-from shared.retry import next_retry, retry_value
+from shared.retry import Retry, next_retry, retry_value
 from shared.tasks import (ACTIVE, BLOCKED, COMPLETED, FAILED, PENDING, STOPPED, Board,
                           archive_earlier_days, edit_tasks, issue_number, make_marker, read_board,
                           sanitize_title)
@@ -416,8 +416,8 @@ class TaskObserver:
             if verdict is None:  # failed (or an outcome this observer does not know)
                 if treefiles.present(self.cfg.tree(task) / STOP_FILE):
                     verdict = HALTED  # a person asked for a stop: no retry
-                elif _attempt(meta) < self.cfg.launcher.max_attempts:
-                    verdict = RETRY
+                elif meta.get("usage_limit") or _attempt(meta) < self.cfg.launcher.max_attempts:
+                    verdict = RETRY  # a run the usage limit cut short burns no attempt
                 else:
                     verdict = GAVE_UP
 
@@ -541,12 +541,21 @@ class TaskObserver:
                     None if reason == issues.DELETED else comment)  # nowhere to post it
 
     def plan_retry(self, task: str, meta: dict[str, Any]) -> Plan:
-        retry = next_retry(self.cfg, _attempt(meta), _ended(meta))
+        """The next attempt, after the backoff. A run the provider's usage limit cut short
+        is no attempt: the same one again once the limit resets (the worker paused
+        launching until then). A retry is not news on the issue; the final failure is."""
+        limited = bool(meta.get("usage_limit"))
+        if limited:
+            retry = Retry(_attempt(meta), self.cfg.launcher.max_attempts,
+                          parse_iso(meta.get("limit_resets")) or _ended(meta))
+        else:
+            retry = next_retry(self.cfg, _attempt(meta), _ended(meta))
+        details = {"attempt": retry.attempt, "error": _error(meta),
+                   "not_before": retry.not_before.isoformat(timespec="seconds"),
+                   **({"reason": "usage_limit"} if limited else {})}
         return Plan(RETRY, Move(task, meta.get("worker_id"), PENDING, "",
                                 (("Retry", retry_value(retry)),)),
-                    ("task_retry", {"attempt": retry.attempt, "error": _error(meta),
-                                    "not_before": retry.not_before.isoformat(timespec="seconds")}),
-                    None)  # a retry is not news on the issue; the final failure is
+                    ("task_retry", details), None)
 
     def plan_failed(self, task: str, meta: dict[str, Any]) -> Plan:
         worker, error = meta.get("worker_id"), _error(meta)

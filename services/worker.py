@@ -12,7 +12,9 @@ it); a limit, or a stream-json agent with no final ``result`` or with ``is_error
 new commits (leftovers committed first) or an earlier attempt's undelivered work → push, open
 the PR unless one is open, PR marker → pr; otherwise failed ("exited without changes"), even
 with exit code 0. ``commit`` is recorded only when this run moved HEAD. Before the agent starts,
-the worker kills what an earlier, killed worker of the task left running in the tree.
+the worker kills what an earlier, killed worker of the task left running in the tree. A final
+result saying the provider's usage limit was reached (``shared.usage_limit``) fails the run
+with ``usage_limit`` on record, and pauses launching until the limit resets.
 """
 
 from __future__ import annotations
@@ -35,17 +37,19 @@ from pathlib import Path
 from typing import Any
 
 from shared import runs, sandbox, treefiles, worktree
-from shared.clock import now_iso
+from shared.clock import iso_at, now_iso, parse_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
 from shared.errors import Tac8Error
 from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
+from shared.pause import limit_passed, pause_for_limit
 from shared.prompt import Template, load_template, prompt_values, render
 from shared.outbox import queue_pr
 from shared.streamjson import StreamJson
 from shared.tasks import issue_number
 from shared.text import code_block
+from shared.usage_limit import Limit, limit_reached
 
 LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
 LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
@@ -222,6 +226,7 @@ class Outcome:
     error: str | None = None
     commit: str | None = None
     skipped: list[str] = field(default_factory=list)  # new files not committed, with why
+    limit: Limit | None = None  # the agent ended at the provider's usage limit
 
 
 class Worker:
@@ -439,7 +444,10 @@ class Worker:
             return Outcome(runs.FAILED, error=agent.error)
         failure = self.failure(template, agent)
         if failure:  # its work is kept (pushed) for the retry or a person, but is no PR
-            return self.save_work(Outcome(runs.FAILED, error=failure),
+            limit = self.usage_limit(template, agent)
+            if limit is not None:
+                failure = f"the agent hit the provider's usage limit: {limit.said}"
+            return self.save_work(Outcome(runs.FAILED, error=failure, limit=limit),
                                   f"WIP: {failure[:72]}", start_head)
         title = meta.get("title") or self.task
         commit, skipped = worktree.commit_all(
@@ -462,6 +470,14 @@ class Worker:
         if agent.exit_code:
             return f"the agent exited with code {agent.exit_code}"
         return None
+
+    @staticmethod
+    def usage_limit(template: Template, agent: AgentRun) -> Limit | None:
+        """The usage limit the agent ended at, if it ended by itself with a final result
+        saying so (only a stream-json agent's result tells)."""
+        if not template.stream_json or agent.stop_reason is not None:
+            return None
+        return limit_reached(agent.result)
 
     @property
     def max_new_bytes(self) -> int:
@@ -540,6 +556,10 @@ class Worker:
             "turns": result.get("num_turns"), "sandbox": self.sandbox_note,
             "skipped_leftovers": outcome.skipped or None,
         }
+        if outcome.limit is not None:
+            fields.update(usage_limit=True, limit_resets=self.pause_for(outcome.limit))
+        elif agent.result is not None:
+            self.limit_passed(meta)
 
         # At least once, each under its run's key (metrics deduplicates): emitted before the
         # outcome is recorded, so a crash in between only repeats them (the observer emits
@@ -548,6 +568,7 @@ class Worker:
         emit(self.cfg.events_dir, "run_finished", self.task, outcome=outcome.outcome,
              exit_code=agent.exit_code, error=outcome.error, cost_usd=fields["cost_usd"],
              tokens=fields["tokens"], seconds=round(seconds, 1), worker_id=worker_id,
+             **({"usage_limit": True} if outcome.limit else {}),
              key=run_key(self.task, worker_id, "run_finished"))
 
         def write(record: Any) -> None:
@@ -555,6 +576,28 @@ class Worker:
             record.body = agent.log_tail
 
         runs.update_run(self.cfg, self.task, write)
+
+    # Both before the outcome is recorded (the observer then hands the task back to the
+    # launcher), and neither may keep it from being recorded.
+    def pause_for(self, limit: Limit) -> str:
+        """Pause launching for the usage limit; when launching resumes (ISO), or "" if the
+        pause could not be written."""
+        try:
+            return iso_at(pause_for_limit(self.cfg, limit.reset_at).timestamp())
+        except (Tac8Error, OSError) as exc:
+            print(f"worker: {self.task}: could not pause for the usage limit: {exc}",
+                  file=sys.stderr)
+            return ""
+
+    def limit_passed(self, meta: dict[str, Any]) -> None:
+        """The provider answered this run to the end: usage limits are no longer in a row."""
+        started = parse_iso(meta.get("started"))
+        try:
+            if started is not None:
+                limit_passed(self.cfg, started)
+        except (Tac8Error, OSError) as exc:
+            print(f"worker: {self.task}: could not forget the usage limits: {exc}",
+                  file=sys.stderr)
 
 
 def name_process(name: str) -> None:

@@ -195,6 +195,11 @@ class Config:
         return self.paths.state / "PAUSE"
 
     @property
+    def usage_limit_file(self) -> Path:
+        """The usage limits met in a row (``shared.pause.pause_for_limit``)."""
+        return self.paths.state / "usage_limit.md"
+
+    @property
     def trees_dir(self) -> Path:
         return self.repo.trees
 

@@ -18,6 +18,7 @@ import math
 import re
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 from services.cli.layout import FALLBACK_WIDTH, columns, glued, shorten, terminal_width, wrap
@@ -115,6 +116,16 @@ def _sandbox(cfg: Config) -> str:
         return f"none: runs fail ({exc})"
 
 
+def _until(value: Any) -> str:
+    """When a pause ends by itself (a usage limit's), as " until 15:00" (with the date when
+    not today); "" for a pause that lasts until resumed."""
+    end = parse_iso(value) if value else None
+    if end is None:
+        return ""
+    return f" until {end:%H:%M}" if end.date() == datetime.now().date() \
+        else f" until {end:%Y-%m-%d %H:%M}"
+
+
 def _percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate * 100:.1f}%"
 
@@ -146,8 +157,8 @@ def render_status(st: dict[str, Any], width: int = FALLBACK_WIDTH) -> str:
     for reason in m.get("health_reasons", []):
         add(f"  ! {reason}")
     paused = st["paused"]
-    add(f"PAUSED: {paused.get('reason') or 'no reason given'} (by {paused.get('by', '?')}"
-        f" at {paused.get('at', '?')})" if paused else "paused: no")
+    add(f"PAUSED{_until(paused.get('until'))}: {paused.get('reason') or 'no reason given'} "
+        f"(by {paused.get('by', '?')} at {paused.get('at', '?')})" if paused else "paused: no")
     add(f"agents run sandboxed ({st['sandbox']})" if st["sandbox"] == "bwrap"
         else f"AGENTS RUN WITHOUT A SANDBOX: {st['sandbox']}")
     add("")
