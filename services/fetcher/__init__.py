@@ -4,15 +4,18 @@
 trigger label and have a trusted author (``author_association``, or ``allowed_authors``) into
 issue snapshots and Pending ``gh-N`` lines (priority from a ``priority:P0``…``P3`` label),
 removes the Pending line of an issue closed or unlabelled (an Active one gets ``STOP``), and
-writes the PR marker of an Active task whose branch heads an open PR of this repository. Then
-it sends the outbox. With ``[github] repo`` empty it only keeps its heartbeat.
+writes the PR marker of an Active task whose branch heads an open PR of this repository; it
+follows tac8's open PRs (``pulls``: reviews, CI, merges) and the comments (``comments``), and
+starts rounds (``rounds``). Then it sends the outbox. With ``[github] repo`` empty it only keeps
+its heartbeat.
 
-A poll costs O(1) requests whatever the number of tasks: the label's issue pages, and the PR
-pages only while a task is Active, each sent with its last ETag, so an unchanged poll gets
-only 304s (no rate limit spent). A rate limit stops every call until its reset (at most an
-hour: a Pi's clock may be wrong); a failed poll backs off exponentially with jitter up to
-``BACKOFF_CAP``. The memory (``state/fetcher.md``) is saved only after a poll's effects, so a
-failed or killed poll loses nothing. The outbox has a backoff of its own (``send_outbox``).
+A poll costs O(1) requests whatever the number of tasks, plus O(PRs that changed): the
+label's issue pages, the PR pages (once, while a task is Active or a PR is followed), the
+comments, each sent with its last ETag, so an unchanged poll gets only 304s (no rate limit
+spent). A rate limit stops every call until its reset (at most an hour: a Pi's clock may be
+wrong); a failed poll backs off exponentially with jitter up to ``BACKOFF_CAP``. The memory
+(``state/fetcher.md``) is saved only after a poll's effects, so a failed or killed poll loses
+nothing. The outbox has a backoff of its own (``send_outbox``).
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ from watchdog.events import FileCreatedEvent, FileMovedEvent
 
 from services.fetcher.comments import Comments
 from services.fetcher.memory import Memory
+from services.fetcher.pulls import PullRequests
 from services.fetcher.rounds import start_rounds
 from shared import outbox, tasks
 from shared.clock import iso_at
 from shared.events import emit, run_key
 from shared.fsio import atomic_write, sweep_tmp
-from shared.github import (AuthError, GitHub, GitHubError, NotFound, RateLimited, Rejected,
-                           Unavailable)
+from shared.github import (AuthError, GitHub, GitHubError, Listing, NotFound, RateLimited,
+                           Rejected, Unavailable)
 from shared.issues import read_issue, trusted, withdrawn
 from shared.program import Program
 from shared.records import Record, render_record
-from shared.runs import read_pr_marker, write_pr_marker
+from shared.runs import write_pr_marker
 
 log = logging.getLogger("fetcher")
 
@@ -73,7 +77,8 @@ def pr_summary(pr: dict) -> dict:
     head = pr.get("head") or {}
     return {"number": pr.get("number"), "url": pr.get("html_url") or "",
             "ref": head.get("ref") or "", "label": head.get("label") or "",
-            "sha": head.get("sha") or ""}
+            "sha": head.get("sha") or "", "created_at": pr.get("created_at") or "",
+            "updated_at": pr.get("updated_at") or ""}
 
 
 def priority_of(labels: list[str]) -> int:
@@ -100,7 +105,10 @@ class Fetcher:
         self.settle = SETTLE_TIMEOUTS * cfg.github.timeout
         self._archive_key: tuple | None = None
         self._archive_ids: set[str] = set()
-        self.comments = Comments(cfg, gh, self.memory.section("comments"), self.task_of_pr) \
+        self._open_pulls: Listing | None = None  # this poll's listing (see open_pulls)
+        self.pulls = PullRequests(cfg, gh, self.memory.section("pulls")) \
+            if gh is not None else None
+        self.comments = Comments(cfg, gh, self.memory.section("comments"), self.pulls.task_of) \
             if gh is not None else None
 
     def seconds_until_due(self) -> float:
@@ -171,6 +179,7 @@ class Fetcher:
     # --- polling ---
     def poll(self) -> None:
         cfg = self.cfg
+        self._open_pulls = None
         listing = self.gh.list_issues(cfg.github.label, cached=self._revalidatable(),
                                       project=issue_summary)
         current = {item["number"]: item for item in listing.items}
@@ -184,17 +193,10 @@ class Fetcher:
         self.note_ignored(current, eligible)
         self.memory.issues = listing.pages
         self.find_prs()
+        self.pulls.poll(self.open_pulls)
         self.comments.poll()
         start_rounds(cfg)
         self.memory.save()
-
-    def task_of_pr(self, number: int) -> str | None:
-        """The task whose PR is ``number`` (from the PR markers), None if it is none of tac8's."""
-        for path in self.cfg.prs_dir.glob("*.md"):
-            marker = read_pr_marker(self.cfg, path.stem)
-            if marker and marker.get("number") == number:
-                return path.stem
-        return None
 
     def trusted(self, issue: dict) -> bool:
         return trusted(self.cfg, issue["author"], issue["author_association"])
@@ -321,15 +323,13 @@ class Fetcher:
 
     def find_prs(self) -> None:
         """PR markers for Active tasks whose branch heads an open PR of this repository, each
-        naming the worker on the Active line (the run it completes); no request at all while
+        naming the worker on the Active line (the run it completes); no request for it while
         nothing is Active."""
         active = {t.id: t.worker for t in tasks.read_board(self.cfg.tasks_file).tasks(tasks.ACTIVE)
                   if t.id and t.worker}
         if not active:
             return
-        listing = self.gh.list_pulls(cached=self.memory.pulls, project=pr_summary)
-        self.memory.pulls = listing.pages
-        heads = {pr["label"].lower(): pr for pr in listing.items}
+        heads = {pr["label"].lower(): pr for pr in self.open_pulls().items}
         for task_id, worker in active.items():
             pr = heads.get(f"{self.owner}:{self.cfg.branch(task_id)}".lower())
             if pr is None or self.cfg.pr_marker(task_id).exists():
@@ -337,7 +337,20 @@ class Fetcher:
             write_pr_marker(self.cfg, task_id, worker_id=worker, url=pr["url"],
                             number=pr["number"], head=pr["ref"], commit=pr["sha"],
                             found_by="fetcher")
+            self.pulls.track(task_id, pr["number"], pr["sha"], pr["url"])
             log.info("%s: PR #%s found, marker written", task_id, pr["number"])
+
+    def open_pulls(self) -> Listing:
+        """The open PRs of the repository, listed once a poll for whoever asks first
+        (``find_prs``, ``pulls``). Pages cached before the listing kept ``updated_at`` are
+        fetched in full once."""
+        if self._open_pulls is None:
+            cached = self.memory.pulls
+            if any("updated_at" not in item for page in cached for item in page["items"]):
+                cached = []
+            self._open_pulls = self.gh.list_pulls(cached=cached, project=pr_summary)
+            self.memory.pulls = self._open_pulls.pages
+        return self._open_pulls
 
     # --- outbox ---
     def send_outbox(self) -> None:
@@ -473,6 +486,8 @@ class Fetcher:
         write_pr_marker(self.cfg, sending.task, worker_id=meta["worker_id"], url=url,
                         number=number, head=meta["head"], commit=str(meta.get("commit") or ""),
                         found_by="fetcher")
+        self.pulls.track(sending.task, number, str((pr.get("head") or {}).get("sha")
+                                                   or meta.get("commit") or ""), url)
         log.info("%s: PR #%s %s", sending.task, number, "opened" if created else "found open")
         if created:
             emit(self.cfg.events_dir, "pr_created", sending.task, url=url, number=number,
