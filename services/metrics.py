@@ -304,6 +304,7 @@ class Metrics:
         recent = t.recent_counts(now - self.window)
         health, reasons = assess(recent, [p for p, age in ages.items() if is_stale(age)])
         completed, failed = t.outcomes.get("pr", 0), t.outcomes.get("failed", 0)
+        merged, unmerged = t.counts.get("pr_merged", 0), t.counts.get("pr_closed", 0)
         today = t.day if t.day["date"] == _local_date(now) else {"cost_usd": 0.0, "tokens": 0}
         board = read_board(self.cfg.tasks_file) if board is None else board
         return {
@@ -312,6 +313,8 @@ class Metrics:
             "workers_failed": failed,
             "workers_blocked": t.outcomes.get("blocked", 0),
             "prs_created": t.counts.get("pr_created", 0),
+            "prs_merged": merged,
+            "prs_closed_unmerged": unmerged,
             "worktree_errors": t.counts.get("worktree_error", 0),
             "github_api_errors": t.counts.get("github_api_error", 0),
             "uptime_seconds": int(time.monotonic() - self.started),
@@ -326,7 +329,8 @@ class Metrics:
             "tasks_problems": len(board.problems),  # lines a person should look at
             "tasks_problem_lines": [{"line": p.line, "text": _plain(p.text), "problem": p.why}
                                     for p in board.problems[:PROBLEMS_LISTED]],
-            "success_rate": round(completed / (completed + failed), 3) if completed + failed else None,
+            "success_rate": _success_rate(merged, unmerged, t.counts.get("task_failed", 0),
+                                          completed, failed),
             "github_rate_limit_remaining": (t.rate_limit or {}).get("remaining"),
             "github_rate_limit_reset": (t.rate_limit or {}).get("reset"),
             "cost_usd_today": round(today["cost_usd"], 4),
@@ -369,6 +373,15 @@ class Metrics:
         return True
 
 
+def _success_rate(merged: int, unmerged: int, tasks_failed: int, completed: int,
+                  failed: int) -> float | None:
+    """Merged PRs over finished work (merged, closed unmerged, tasks failed) once any PR
+    was merged or closed; before that, runs that made a PR over runs that made one or failed."""
+    if merged + unmerged:
+        return round(merged / (merged + unmerged + tasks_failed), 3)
+    return round(completed / (completed + failed), 3) if completed + failed else None
+
+
 def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -382,6 +395,9 @@ _PROMETHEUS = (
     ("workers_blocked_total", "workers_blocked", "counter", "Workers that asked a question."),
     ("workers_stopped_total", "workers_stopped", "counter", "Workers stopped by a person."),
     ("prs_created_total", "prs_created", "counter", "Pull requests opened."),
+    ("prs_merged_total", "prs_merged", "counter", "Pull requests merged."),
+    ("prs_closed_unmerged_total", "prs_closed_unmerged", "counter",
+     "Pull requests closed without a merge."),
     ("worktree_errors_total", "worktree_errors", "counter", "Worktree errors."),
     ("github_api_errors_total", "github_api_errors", "counter", "GitHub API errors."),
     ("launch_failures_total", "launch_failures", "counter", "Workers that could not start."),
@@ -389,7 +405,9 @@ _PROMETHEUS = (
     ("workers_active", "workers_active", "gauge", "Workers running now."),
     ("tasks_pending", "tasks_pending", "gauge", "Tasks waiting in tasks.md."),
     ("tasks_problems", "tasks_problems", "gauge", "Lines of tasks.md a person should look at."),
-    ("success_ratio", "success_rate", "gauge", "Completed / (completed + failed)."),
+    ("success_ratio", "success_rate", "gauge",
+     "Merged / (merged + closed unmerged + tasks failed); completed / (completed + failed)"
+     " before any PR was merged or closed."),
     ("github_rate_limit_remaining", "github_rate_limit_remaining", "gauge",
      "GitHub API requests left in the current window."),
     ("cost_usd_total", "cost_usd_total", "counter", "Agent cost in USD."),

@@ -136,6 +136,27 @@ def test_launch_to_pr_is_timed_per_run_whatever_comes_between(sandbox):
     assert m.tally.launched_at == {}  # both runs are over: nothing left to wait for
 
 
+def test_success_rate_is_merged_over_finished_once_a_pr_was_merged_or_closed(sandbox):
+    cfg = sandbox.cfg
+    for n, outcome in enumerate(("pr", "pr", "pr", "failed")):
+        emit(cfg.events_dir, "run_finished", task=f"gh-{n}", outcome=outcome)
+    m = Metrics(cfg)
+    m.fold_pending()
+    m.publish()
+    data = read_metrics(cfg)
+    assert (data["success_rate"], data["prs_merged"], data["prs_closed_unmerged"]) == (0.75, 0, 0)
+
+    for n, kind in ((1, "pr_merged"), (2, "pr_merged"), (1, "pr_merged"), (3, "pr_closed")):
+        emit(cfg.events_dir, kind, task=f"gh-{n}", key=f"pr/{n}/{kind[3:]}")  # #1 twice: one
+    emit(cfg.events_dir, "task_failed", task="gh-4")
+    m.fold_pending()
+    m.publish()
+    data = read_metrics(cfg)
+    assert (data["prs_merged"], data["prs_closed_unmerged"]) == (2, 1)
+    assert data["success_rate"] == 0.5  # 2 merged of 2 + 1 closed + 1 task failed
+    assert "tac8_prs_merged_total 2" in prometheus_text(data)
+
+
 def test_tasks_md_problems_are_counted_and_listed(sandbox):
     cfg = sandbox.cfg
     (sandbox.root / "tasks.md").write_text("## Pendng\n[] t-1: lost\n\n## Pending\n"

@@ -167,7 +167,8 @@ def render_status(st: dict[str, Any], width: int = FALLBACK_WIDTH) -> str:
                    f"active {m.get('workers_active', 0)}", f"completed {m.get('workers_completed', 0)}",
                    f"failed {m.get('workers_failed', 0)}", f"blocked {m.get('workers_blocked', 0)}",
                    f"stopped {m.get('workers_stopped', 0)}"), LABEL)
-        add(_facts("PRs", f"created {m.get('prs_created', 0)}",
+        add(_facts("PRs", f"created {m.get('prs_created', 0)}", f"merged {m.get('prs_merged', 0)}",
+                   f"closed unmerged {m.get('prs_closed_unmerged', 0)}",
                    f"success rate {_percent(m.get('success_rate'))}",
                    f"median launch→PR {duration(m.get('median_seconds_launch_to_pr'))}"), LABEL)
         add(_facts("Cost", f"today ${m.get('cost_usd_today', 0):.2f} ({m.get('tokens_today', 0):,} tokens)",
