@@ -89,7 +89,8 @@ def test_untrusted_approving_and_own_reviews_add_nothing(cfg, fake_github):
                            association="CONTRIBUTOR")
     fake_github.add_review(number, "APPROVED", "looks good", author="alice", association="MEMBER")
     fake_github.add_review(number, "COMMENTED", "hmm", author="alice", association="MEMBER")
-    fake_github.add_review(number, "CHANGES_REQUESTED", "mine", author="octo")  # tac8's login
+    fake_github.add_review(number, "CHANGES_REQUESTED", "mine\n<!-- tac8:x -->",
+                           author="octo")  # tac8's login and its marker
 
     fetcher.poll()
     fetcher.poll()

@@ -5,7 +5,7 @@ open PR are picked up. Each poll costs the open pulls listing (shared with ``fin
 repo-wide review comments since the last one seen, both ETag'd, and per PR only what changed:
 its reviews when its ``updated_at`` moved, its head's check runs and combined status while
 their verdict is pending or unknown, ``GET /pulls/{n}`` once it left the listing. A trusted
-person's (``shared.issues.trusted``, never tac8's own) review requesting changes, with its
+person's (``shared.issues.trusted``; never tac8's own) review requesting changes, with its
 line comments, a ``/tac8 …`` review comment and a head's failing checks become feedback items
 (``shared.feedback``, keyed so each is added once); untrusted ones are counted. A CI verdict
 shows on the task's line and as an event; a merged or closed PR updates its marker, emits an
@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any, Callable
 
-from services.fetcher.comments import _after_command, _command, github_time
+from services.fetcher.comments import OWN_MARK, _after_command, _command, github_time
 from shared import tasks
 from shared.clock import parse_iso
 from shared.config import Config
@@ -147,10 +147,11 @@ class PullRequests:
         return bool(until) and str(at or "") <= str(until)
 
     def allowed(self, thing: dict, what: str, number: int) -> bool:
-        """Whether a request on PR ``number`` comes from a trusted person; tac8's own are
-        dropped, others' counted."""
+        """Whether a request on PR ``number`` comes from a trusted person; tac8's own (its
+        marker under its login, as for comments: a person may run tac8 under their own
+        account) are dropped, others' counted."""
         login = _login(thing)
-        if login.lower() == self.gh.login().lower():
+        if OWN_MARK in str(thing.get("body") or "") and login.lower() == self.gh.login().lower():
             return False
         if trusted(self.cfg, login, str(thing.get("author_association") or "")):
             return True
