@@ -74,7 +74,8 @@ def test_every_event_type_lands_in_the_right_counter_and_the_history(sandbox):
     assert data["github_rate_limit_remaining"] == 4321
     assert data["cost_usd_total"] == 0.875 and data["cost_usd_today"] == 0.875
     assert data["tokens_total"] == 3030 and data["tokens_today"] == 3030
-    assert data["success_rate"] == 0.5
+    # one PR merged of one merged, one closed unmerged and one task failed
+    assert (data["prs_merged"], data["prs_closed_unmerged"], data["success_rate"]) == (1, 1, 0.333)
     assert data["events"] == {kind: emitted.count(kind) for kind in set(emitted)}
     assert [h["type"] for h in data["history"]] == emitted
     first = data["history"][0]
