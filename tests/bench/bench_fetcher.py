@@ -104,7 +104,7 @@ def _conversation(tmp: str):
                         association="MEMBER")
         reviewed, _ = one_poll()
         yield ("fetcher", "… then a review requesting changes on one PR", str(reviewed),
-               f"≤ {listings} + 3: its reviews, its line comments, tac8's login")
+               f"≤ {listings} + 2: its reviews, its line comments")
         fake.push_pr(prs[9])
         pushed, _ = one_poll()
         yield ("fetcher", "… then a push to one PR", str(pushed),
