@@ -94,7 +94,7 @@ class Fetcher:
         self.memory = Memory(cfg.state_dir / "fetcher.md")
         self.owner = (cfg.github.repo.split("/")[0] if cfg.github.repo else "").lower()
         self.next_poll = 0.0  # monotonic
-        self.not_before = 0.0  # monotonic: no GitHub call before this (backoff, rate limit)
+        self.not_before = 0.0  # monotonic: no GitHub call before this (a rate limit)
         self.failures = 0
         self.outbox_failures = 0  # consecutive outbox passes in which a send failed
         self.outbox_retry_at = 0.0  # monotonic: no retry of a failed item before this
@@ -130,10 +130,10 @@ class Fetcher:
             return
         try:
             if time.monotonic() >= self.next_poll:
-                self.poll()
-                self.next_poll = time.monotonic() + self.cfg.github.poll_interval
-                self.failures = 0
-            self.send_outbox()  # raises only RateLimited: its failures are its own
+                self.poll_or_back_off()
+            # The outbox goes out even when the poll failed: its failures are its own (it
+            # raises only RateLimited), and a PR or comment waits for no listing.
+            self.send_outbox()
         except RateLimited as exc:
             wait = min(RATE_WAIT_CAP, max(1.0, exc.reset_at - time.time()))
             self.not_before = time.monotonic() + wait
@@ -141,18 +141,28 @@ class Fetcher:
             emit(self.cfg.events_dir, "rate_limit", remaining=exc.remaining,
                  reset=iso_at(exc.reset_at))
             self.last_rate_bucket = 0
+        else:
+            self._note_rate()
+
+    def poll_or_back_off(self) -> None:
+        """A poll; a failed one (not a rate limit) is retried after a backoff of its own."""
+        try:
+            self.poll()
+        except RateLimited:
+            raise
         except GitHubError as exc:
             if self.stopped():
                 return  # a call cut short by SIGTERM is not an error
             self.failures += 1
             wait = self.backoff(self.failures)
-            self.not_before = time.monotonic() + wait
+            self.next_poll = time.monotonic() + wait
             log.warning("GitHub call failed (%s): attempt %d, next in %.1fs",
                         exc, self.failures, wait)
             emit(self.cfg.events_dir, "github_api_error", error=str(exc)[:300],
                  status=exc.status)
         else:
-            self._note_rate()
+            self.next_poll = time.monotonic() + self.cfg.github.poll_interval
+            self.failures = 0
 
     def stopped(self) -> bool:
         return self.stopping()
@@ -192,11 +202,13 @@ class Fetcher:
         self.add_tasks(eligible)
         self.note_ignored(current, eligible)
         self.memory.issues = listing.pages
-        self.find_prs()
-        self.pulls.poll(self.open_pulls)
-        self.comments.poll()
-        start_rounds(cfg)
-        self.memory.save()
+        try:  # each part keeps what it has done in its memory, so a failure saves it too
+            self.find_prs()
+            self.pulls.poll(self.open_pulls)
+            self.comments.poll()
+            start_rounds(cfg)
+        finally:
+            self.memory.save()
 
     def trusted(self, issue: dict) -> bool:
         return trusted(self.cfg, issue["author"], issue["author_association"])
