@@ -1,7 +1,8 @@
 """Notifications: a small POST to ``[notify] url`` when a task needs a person's eyes.
 
 What is news: a task completed, blocked, failed or stopped (the observer's events), and the
-launcher pausing itself (``paused`` by ``launcher`` with a reason ``auto: …``); a person's
+launcher pausing itself, or a worker at the usage limit (``paused`` by ``launcher`` or
+``worker`` with a reason ``auto: …``); a person's
 ``tac8 pause`` or SIGUSR1 is not. The metrics program, which counts every event once by its
 key, stages one notification per such event in the maildir ``state/notify/`` (the file named
 after the event's key) before it writes the tally that counted the event: a crash repeats a
@@ -43,7 +44,7 @@ log = logging.getLogger("notify")
 # event type → the state a notification reports
 STATES = {"task_completed": "completed", "task_blocked": "blocked", "task_failed": "failed",
           "task_stopped": "stopped", "paused": "paused"}
-AUTO_PAUSE = "auto:"  # how the launcher's reason for a pause of its own begins
+AUTO_PAUSE = "auto:"  # how tac8's reason for a pause of its own begins
 # ntfy shows these tags as emoji: those of the markers in tasks.md
 TAGS = {"completed": "white_check_mark", "blocked": "alarm_clock", "failed": "x",
         "stopped": "stop_button", "paused": "pause_button"}
@@ -62,7 +63,7 @@ MAX_TRIES = 40  # ...or after this many tries (the wall clock of a Pi may jump)
 def state_of(meta: dict[str, Any]) -> str | None:
     """The state a notification about the event ``meta`` reports; None if it is no news."""
     state = STATES.get(str(meta.get("type")))
-    if state == "paused" and not (meta.get("by") == "launcher"
+    if state == "paused" and not (meta.get("by") in ("launcher", "worker")
                                   and str(meta.get("reason") or "").startswith(AUTO_PAUSE)):
         return None  # a person paused: they know
     return state

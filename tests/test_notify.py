@@ -18,7 +18,7 @@ import pytest
 from services import metrics as metrics_module
 from services.metrics import Metrics
 from shared import notify
-from shared.config import CHECKOUT, ConfigError, NotifySection, load_config
+from shared.config import CHECKOUT, EXAMPLE_CONFIG, ConfigError, NotifySection, load_config
 from shared.events import emit, run_key
 from shared.fsio import pending
 from shared.health import read_metrics
@@ -174,7 +174,7 @@ def test_a_bad_notify_setting_is_a_config_error(tmp_path, text, message):
 
 
 def test_the_shipped_config_sends_no_notification():
-    assert load_config(CHECKOUT / "conf" / "tac8.toml").notify == NotifySection()
+    assert load_config(EXAMPLE_CONFIG).notify == NotifySection()
 
 
 def test_a_failed_send_is_retried_with_backoff_and_delivered_once(sandbox, receiver, monkeypatch):
@@ -352,3 +352,13 @@ def test_a_header_value_is_one_printable_latin1_line_that_decodes_to_the_text(te
     value = notify.header_value(text)
     assert value.isascii() and value.isprintable()
     assert str(make_header(decode_header(value))) == " ".join(printable(text).split())
+
+
+@pytest.mark.parametrize("by, reason, news", [
+    ("launcher", "auto: health critical", True),
+    ("worker", "auto: usage limit reached (resets 15:00)", True),  # the provider's limit
+    ("launcher", "paused by SIGUSR1", False),  # a person, through a signal
+    ("cli", "auto: looks like tac8's", False),  # a person's words
+])
+def test_only_tac8_s_own_pauses_are_news(by, reason, news):
+    assert (notify.state_of({"type": "paused", "by": by, "reason": reason}) == "paused") is news
