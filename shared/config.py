@@ -1,6 +1,11 @@
 """Settings from ``conf/tac8.toml`` (the key names are a user interface: keep them).
 
-Which file: ``--config PATH``, else ``$TAC8_CONFIG``, else the checkout's ``conf/tac8.toml``.
+Which file: ``--config PATH``, else ``$TAC8_CONFIG``, else the checkout's ``conf/tac8.toml``
+(the programs under supervisord find it the same way). That file, the prompt template a person
+writes and ``tasks.md`` are theirs and never tracked by git, so an upgrade (``git pull``) never
+touches them; the checkout tracks ``conf/tac8.example.toml`` (every key, documented: ``tac8
+init`` copies it) and ``conf/worker_template.default.md`` (the prompt used unless
+``[worker] template`` names another).
 Every key has a default, so a missing file section or key is fine; an unknown key or a value
 of the wrong type is a ``ConfigError`` whose one-line message names the file and the key.
 Relative paths resolve against the directory of the config file, never the working directory.
@@ -23,7 +28,9 @@ from urllib.parse import urlsplit
 from shared.errors import ConfigError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = CHECKOUT / "conf" / "tac8.toml"
+DEFAULT_CONFIG = CHECKOUT / "conf" / "tac8.toml"  # a person's, never tracked: `tac8 init`
+EXAMPLE_CONFIG = CHECKOUT / "conf" / "tac8.example.toml"  # tracked: every key, documented
+DEFAULT_TEMPLATE = CHECKOUT / "conf" / "worker_template.default.md"  # tracked; upgrades update it
 
 
 
@@ -79,7 +86,7 @@ class LauncherSection:
 
 @dataclass(frozen=True)
 class WorkerSection:
-    template: Path = Path("worker_template.md")
+    template: Path = DEFAULT_TEMPLATE  # a person's own: a path relative to the config
     max_runtime: float = 7200
     stall_timeout: float = 900
     stop_grace: float = 30
@@ -310,7 +317,8 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{file}: config file not found") from None
+        raise ConfigError(f"{file}: config file not found: `tac8 init` makes one from "
+                          f"{EXAMPLE_CONFIG.name}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     sections: dict[str, Any] = {}

@@ -94,13 +94,13 @@ class Installation:
         for name, values in sections.items():
             settings.setdefault(name, {}).update(values)
         self.cfg: Config = self.sandbox.write_config(**settings)  # must be a valid config
-        self.supervisord_conf.write_text(supervisord_conf_for(sys.executable))
+        self.supervisord_conf.write_text(supervisord_conf_for(sys.executable, self.cfg.file))
 
     def env(self) -> dict[str, str]:
         """supervisord's environment, which the programs, workers and agents inherit."""
         env = {**os.environ, **GIT_IDENTITY, **self.fake.env,
                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
-        env.pop("TAC8_CONFIG", None)  # the programs get --config from supervisord.conf
+        env.pop("TAC8_CONFIG", None)  # the programs get it from supervisord.conf's environment
         return env
 
     # --- supervisord ---

@@ -57,7 +57,8 @@ class Sandbox:
                       "metrics": "../metrics.json"},
             "repo": {"path": "../repo"},
             # The tests run as root (CI does): a person's install never sets this.
-            "worker": {"allow_root": os.geteuid() == 0},
+            # conf/worker_template.md: the tests' own agent (unset: the shipped default)
+            "worker": {"allow_root": os.geteuid() == 0, "template": "worker_template.md"},
         }
         self.write_config()
 

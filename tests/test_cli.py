@@ -418,3 +418,31 @@ def test_readable_skips_noise_and_keeps_plain_lines():
     assert readable(json.dumps(failed)) == ["  ← error: boom (+1 lines)"]
     error = {"type": "result", "subtype": "error_max_turns", "is_error": True, "total_cost_usd": 1.5}
     assert readable(json.dumps(error)) == ["■ result: error_max_turns (error) · $1.5000"]
+
+
+def test_init_makes_the_queue_once_and_never_overwrites(tmp_path):
+    from services.cli.init import EMPTY_QUEUE, init
+    config = tmp_path / "conf" / "tac8.toml"
+    config.parent.mkdir()
+    config.write_text('# mine\n[paths]\ntasks = "../queue/tasks.md"\nstate = "../state"\n'
+                      'logs = "../logs"\n')
+    assert init(str(config)) == [tmp_path / "state", tmp_path / "logs", tmp_path / "queue" / "tasks.md"]
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "queue" / "tasks.md").read_text() == EMPTY_QUEUE
+    assert "## Completed Today\n" in EMPTY_QUEUE
+    (tmp_path / "queue" / "tasks.md").write_text("## Pending\n[] mine\n")
+    assert init(str(config)) == []
+    assert config.read_text().startswith("# mine\n")
+    assert (tmp_path / "queue" / "tasks.md").read_text() == "## Pending\n[] mine\n"
+
+
+def test_init_copies_the_example_with_paths_into_the_checkout(tmp_path):
+    from services.cli.init import example_for
+    from shared.config import CHECKOUT, EXAMPLE_CONFIG, load_config
+    assert example_for(EXAMPLE_CONFIG.with_name("tac8.toml")) == EXAMPLE_CONFIG.read_text()
+    elsewhere = tmp_path / "etc" / "tac8.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(example_for(elsewhere))
+    cfg = load_config(elsewhere)
+    assert cfg.tasks_file == CHECKOUT / "tasks.md" and cfg.repo.path == CHECKOUT
+    assert cfg.paths.state == CHECKOUT / "state" and cfg.repo.trees == CHECKOUT / "trees"

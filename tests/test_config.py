@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import DEFAULT_CONFIG, ConfigError, load_config
+from shared.config import DEFAULT_TEMPLATE, EXAMPLE_CONFIG, ConfigError, load_config
 
 
 def test_shipped_config_loads_with_design_defaults():
-    cfg = load_config(DEFAULT_CONFIG)
-    checkout = DEFAULT_CONFIG.parent.parent
+    cfg = load_config(EXAMPLE_CONFIG)  # what `tac8 init` copies to conf/tac8.toml
+    checkout = EXAMPLE_CONFIG.parent.parent
     assert cfg.paths.tasks == checkout / "tasks.md"
     assert cfg.repo.trees == checkout / "trees"
-    assert cfg.worker.template == checkout / "conf" / "worker_template.md"
+    assert cfg.worker.template == DEFAULT_TEMPLATE == checkout / "conf" / "worker_template.default.md"
     assert (cfg.launcher.max_workers, cfg.launcher.max_attempts, cfg.github.label) == (2, 3, "agent")
     assert cfg.github.trusted_associations == ["OWNER", "MEMBER", "COLLABORATOR"]
     assert cfg.run_record("gh-1") == checkout / "state" / "runs" / "gh-1.md"
@@ -35,7 +35,7 @@ def test_env_variable_picks_the_file(tmp_path, monkeypatch):
     conf.write_text("[launcher]\nmax_workers = 7\n")
     monkeypatch.setenv("TAC8_CONFIG", str(conf))
     assert load_config().launcher.max_workers == 7
-    assert load_config(DEFAULT_CONFIG).launcher.max_workers == 2  # --config wins
+    assert load_config(EXAMPLE_CONFIG).launcher.max_workers == 2  # --config wins
 
 
 @pytest.mark.parametrize("text, message", [

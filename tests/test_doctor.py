@@ -257,7 +257,9 @@ def test_doctor_passes_on_a_fresh_install_once_supervisord_is_started_by_its_fix
     shell = {**env, "PATH": f"{bin_dir}:/usr/bin:/bin"}  # a person's, with no supervisord on it
     assert shutil.which("supervisord", path=shell["PATH"]) is None
     _paste(_fix(result.stdout, "supervisord"), shell)  # the checkout's conf, made absolute
-    assert f"{CHECKOUT}/.venv/bin/python -m services.fetcher --config {sandbox.config_path}" in conf.read_text()
+    text = conf.read_text()
+    assert f"{CHECKOUT}/.venv/bin/python -m services.fetcher\n" in text
+    assert f'[supervisord]\nenvironment = TAC8_CONFIG="{sandbox.config_path}"\n' in text
 
     socket_dir = Path(tempfile.mkdtemp(prefix="t8-", dir="/tmp"))  # AF_UNIX paths are short
     conf.write_text(SUPERVISORD_CONF.format(socket=socket_dir / "s.sock"))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shared.config import CHECKOUT
+from shared.config import DEFAULT_TEMPLATE
 from shared.feedback import Item, add_item
 from shared.prompt import QUESTION_LABEL, TemplateError, load_template, prompt_values, render
 from shared.records import write_record
@@ -24,7 +24,7 @@ def outside_fences(prompt: str) -> str:
 
 FENCE = re.compile(r"^<<<(.*) ([0-9a-f]{24})\n(.*?)\n\1 \2>>>$", re.M | re.S)
 ISSUE = "UNTRUSTED ISSUE TEXT"
-SHIPPED = CHECKOUT / "conf" / "worker_template.md"
+SHIPPED = DEFAULT_TEMPLATE
 
 
 def test_the_shipped_template_loads_as_claude_code_with_stream_json(sandbox):

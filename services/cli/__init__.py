@@ -2,6 +2,7 @@
 service.
 
 * ``main`` — argument parsing, the command table, ``stop`` / ``pause`` / ``resume`` / ``add``;
+  ``init`` — a person's config and queue from the shipped examples;
 * ``status`` — the dashboard; ``logs`` — an agent's log as text; ``doctor`` — checks of the
   machine and the install (with ``service_unit``, the systemd unit ``--as-service`` reads,
   and ``supervisor_conf``, supervisord as its conf describes it); ``demo`` (with

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from services.cli.common import UserError
-from shared.config import CHECKOUT, load_config
+from shared.config import CHECKOUT, DEFAULT_TEMPLATE, load_config
 from shared.proc import run
 from shared.records import read_record, write_record
 from shared.tasks import ACTIVE, PENDING, SECTIONS, read_board
@@ -69,6 +69,7 @@ retry_backoff = 5
 min_free_memory_mb = 50
 
 [worker]
+template = "worker_template.md"   # the demo agent's
 # The demo agent is a script, not an AI: run as root (a container), it may run as root too.
 allow_root = {allow_root}
 max_runtime = 120
@@ -86,11 +87,13 @@ SETTLE_TIMEOUT = 180.0  # seconds; the demo agent takes about two seconds a task
 MARKER = ".tac8-demo"  # in every folder the demo builds: only such a folder is rebuilt
 
 
-def supervisord_conf_for(python: str) -> str:
-    """The shipped conf/supervisord.conf with ``python`` as the programs' interpreter."""
+def supervisord_conf_for(python: str, config: Path) -> str:
+    """The shipped conf/supervisord.conf with ``python`` as the programs' interpreter and
+    ``config`` as their config (``TAC8_CONFIG`` in supervisord's environment)."""
     text = (CHECKOUT / "conf" / "supervisord.conf").read_text()
-    if SHIPPED_INTERPRETER not in text:
+    if SHIPPED_INTERPRETER not in text or "\n[supervisord]\n" not in text:
         raise RuntimeError(f"conf/supervisord.conf no longer names {SHIPPED_INTERPRETER}")
+    text = text.replace("\n[supervisord]\n", f'\n[supervisord]\nenvironment = TAC8_CONFIG="{config}"\n')
     return text.replace(SHIPPED_INTERPRETER, python)
 
 
@@ -141,11 +144,11 @@ def build_sandbox(root: Path) -> Path:
     (root / "tasks.md").write_text(DEMO_TASKS)
     config = root / "conf" / "tac8.toml"
     config.write_text(DEMO_CONFIG.format(allow_root="true" if os.geteuid() == 0 else "false"))
-    template = read_record(CHECKOUT / "conf" / "worker_template.md")
+    template = read_record(DEFAULT_TEMPLATE)
     template.meta["command"] = [sys.executable, str(DEMO_AGENT), "--output-format", "stream-json"]
     template.meta["env"] = {}
     write_record(root / "conf" / "worker_template.md", template.meta, template.body)
-    (root / "conf" / "supervisord.conf").write_text(supervisord_conf_for(sys.executable))
+    (root / "conf" / "supervisord.conf").write_text(supervisord_conf_for(sys.executable, config))
     load_config(config)  # the sandbox must be a valid installation
     return config
 
@@ -159,7 +162,7 @@ def _supervisorctl(root: Path, *args: str) -> str:
 
 def start(root: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("TAC8_CONFIG", None)  # the programs get --config from supervisord.conf
+    env.pop("TAC8_CONFIG", None)  # the programs get it from supervisord.conf's environment
     # Not shared.proc.run: supervisord daemonizes, and run kills what its child leaves behind.
     # umask 077: supervisord's own log is made before it daemonizes with the conf's umask.
     subprocess.run([_tool("supervisord"), "-c", str(root / "conf" / "supervisord.conf")],

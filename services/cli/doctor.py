@@ -32,7 +32,7 @@ from services.cli.service_unit import Unit, UnitError, find_unit
 from services.cli.supervisor_conf import (process_info, socket_limit, supervisor_command,
                                           supervisor_socket, supervisord_dirs)
 from shared import sandbox
-from shared.config import CHECKOUT, Config, ConfigError, config_path, load_config
+from shared.config import CHECKOUT, DEFAULT_TEMPLATE, Config, ConfigError, config_path, load_config
 from shared.errors import ExternalError
 from shared.health import available_memory_mb
 from shared.prompt import Template, TemplateError, load_template
@@ -155,7 +155,7 @@ def _check_template(cfg: Config) -> tuple[Check, Template | None]:
     except TemplateError as exc:
         fix = f"{EDIT} {shlex.quote(str(path))}"
         if not path.exists():
-            fix = shlex.join(["cp", str(CHECKOUT / "conf" / "worker_template.md"), str(path)])
+            fix = shlex.join(["cp", str(DEFAULT_TEMPLATE), str(path)])
         return Check("template", False, str(exc), fix), None
     return Check("template", True, str(path)), template
 
@@ -271,7 +271,9 @@ def _check_socket(conf: Path) -> Check | None:
 def _check_supervisord(conf: Path, file: Path, view: View, socket: Check | None) -> Check:
     if not conf.exists():
         # supervisord.conf sits beside tac8.toml: the checkout's, with its paths made absolute
-        edits = [f"s|%(here)s/tac8\\.toml|{file}|g", f"s|%(here)s/\\.\\.|{CHECKOUT}|g"]
+        # and this config in its programs' environment
+        edits = [f"s|%(here)s/\\.\\.|{CHECKOUT}|g",
+                 f'/^\\[supervisord\\]$/a environment = TAC8_CONFIG="{file}"']
         make = ("sed " + " ".join(f"-e {shlex.quote(e)}" for e in edits)
                 + f" {shlex.quote(str(CHECKOUT / 'conf' / 'supervisord.conf'))} > {shlex.quote(str(conf))}")
         return Check("supervisord", False, f"not running ({conf} does not exist)", make)

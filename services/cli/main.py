@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Callable
 
-from services.cli import demo, doctor, logs, serve, status
+from services.cli import demo, doctor, init, logs, serve, status
 from services.cli.common import UserError, section_of, task_id
 from shared.config import CHECKOUT, ConfigError, add_config_argument, load_config
 from shared.errors import describe
@@ -112,6 +112,8 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 # name → (help, arguments, handler)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "init": ("make conf/tac8.toml and tasks.md from the shipped examples, if missing",
+             init.arguments, init.command),
     "status": ("the dashboard: health, counters, queue, workers, events", status.arguments, status.command),
     "stop": ("stop a running task (writes STOP in its worktree)", _stop_args, cmd_stop),
     "pause": ("launch no new workers until `tac8 resume`", _pause_args, cmd_pause),

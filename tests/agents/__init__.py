@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import psutil
 
-from shared.config import CHECKOUT, Config
+from shared.config import DEFAULT_TEMPLATE, Config
 from shared.program import read_cycles
 from shared.records import read_record, render_record
 
@@ -18,7 +18,7 @@ FAKE_AGENT = Path(__file__).with_name("fake_agent.py")
 SLEEP_COMMIT = Path(__file__).with_name("sleep_commit.sh")  # lean agent for benchmarks
 # Environment variables naming a folder an agent writes to: made visible in its sandbox.
 SANDBOX_VISIBLE = ("FAKE_AGENT_PIDS", "FAKE_AGENT_PROMPTS", "E2E_DIR", "SLEEP_COMMIT_MOMENTS")
-TEMPLATE_BODY = read_record(CHECKOUT / "conf" / "worker_template.md").body
+TEMPLATE_BODY = read_record(DEFAULT_TEMPLATE).body
 
 
 def use_agent(sandbox: Any, behaviour: str, *args: str, env: dict[str, str] | None = None,
