@@ -36,10 +36,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shared import runs, sandbox, treefiles, worktree
+from shared import proc, runs, sandbox, treefiles, worktree
 from shared.clock import iso_at, now_iso, parse_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
-from shared.errors import Tac8Error
+from shared.errors import ExternalError, Tac8Error
 from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
@@ -54,6 +54,7 @@ from shared.usage_limit import Limit, limit_reached
 LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
 LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
 RECORD_TAIL = 4000  # characters of the log's tail in the run record's body
+SETUP_ERROR_CHARS = 300  # of a failed setup's output, in the run's error
 STOP_POLL = 1.0  # seconds between looks at the STOP file
 DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
 NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
@@ -284,7 +285,8 @@ class Worker:
             refuse_root(self.cfg)
             sandboxed, self.sandbox_note = sandbox.mode(self.cfg)
             try:
-                agent = self.run_agent(template, prompt, sandboxed)
+                agent = self.run_setup(template, sandboxed) or self.run_agent(template, prompt,
+                                                                              sandboxed)
             finally:
                 sweep_descendants()  # before looking at the tree: no orphan still writes in it
             outcome = self.decide(template, agent, start_head, meta)
@@ -316,14 +318,33 @@ class Worker:
             atomic_write(path, render(template, values))
         return path
 
-    def agent_command(self, template: Template, sandboxed: bool) -> list[str]:
+    def in_sandbox(self, command: list[str], sandboxed: bool) -> list[str]:
+        """``command`` as the agent's are run: in its sandbox, when there is one."""
         if not sandboxed:
-            return template.command
+            return command
         admin = worktree.admin_dir(self.tree)
         if admin is None:
             raise worktree.WorktreeError(f"{self.tree}: not a worktree of {self.cfg.repo.path}")
-        return sandbox.wrap(self.cfg, self.tree, admin, worktree.common_dir(self.cfg),
-                            template.command)
+        return sandbox.wrap(self.cfg, self.tree, admin, worktree.common_dir(self.cfg), command)
+
+    def run_setup(self, template: Template, sandboxed: bool) -> AgentRun | None:
+        """The template's ``setup`` in the tree before the agent (``npm ci``, a virtualenv):
+        None when it succeeded (or there is none); else a run that failed to start, with the
+        end of the setup's output for the run record, so the attempt fails and is retried."""
+        if not template.setup:
+            return None
+        env = sandbox.agent_env(template.env, self.task)
+        try:
+            done = proc.run(self.in_sandbox(template.setup, sandboxed), cwd=self.tree, env=env,
+                            timeout=template.setup_timeout)
+        except ExternalError as exc:  # could not start, or timed out
+            return AgentRun(error=f"setup failed: {exc}")
+        if done.returncode == 0:
+            return None
+        said = (done.stdout + done.stderr).decode("utf-8", "replace")
+        return AgentRun(error=f"setup failed (exit {done.returncode}): "
+                              f"{said.strip()[-SETUP_ERROR_CHARS:]}",  # its end says why
+                        log_tail=said[-RECORD_TAIL:])
 
     def run_agent(self, template: Template, prompt: Path, sandboxed: bool) -> AgentRun:
         run = AgentRun()
@@ -332,7 +353,7 @@ class Worker:
         if shutil.which(template.command[0]) is None:  # (inside bwrap it would be exit 127)
             run.error = f"agent could not start: {template.command[0]}: not found"
             return run
-        command = self.agent_command(template, sandboxed)
+        command = self.in_sandbox(template.command, sandboxed)
         log = CappedLog(self.cfg.agent_log(self.task))
         stream = StreamJson()
         try:

@@ -1,8 +1,10 @@
 """``conf/worker_template.md``: the agent's settings and the prompt.
 
 Frontmatter: ``command`` (an argv, e.g. ``[claude, -p, --output-format, stream-json, …]``),
-and optionally ``env`` (extra environment) and ``max_runtime``, ``stall_timeout``,
-``stop_grace`` (override ``[worker]`` for this agent). An agent whose command names
+and optionally ``env`` (extra environment), ``max_runtime``, ``stall_timeout``,
+``stop_grace`` (override ``[worker]`` for this agent), and ``setup`` (a shell line or an argv
+run in the tree before the agent, on every attempt, as the agent is run: in its sandbox, with
+its environment) with ``setup_timeout`` (default 600 s). An agent whose command names
 ``stream-json`` is held to Claude Code's contract: a run without a final ``{"type": "result"}``
 line, or with ``is_error: true``, failed.
 
@@ -54,6 +56,7 @@ FENCED = ("title", "issue_body")  # only inside the template's fence
 SELF_FENCED = ("previous_question", "feedback")  # fenced by tac8: only outside one
 QUESTION_LABEL = "AGENT-WRITTEN QUESTION"
 LIMITS = ("max_runtime", "stall_timeout", "stop_grace")
+SETUP_TIMEOUT = 600.0  # seconds the setup command may take, unless setup_timeout says
 NO_ISSUE_TEXT = "(none: this task was typed into tasks.md by a person; its title is all there is)"
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _OPENING = re.compile(r"<<<.*\{\{\s*fence\s*\}\}\s*")  # a whole line
@@ -71,6 +74,8 @@ class Template:
     body: str
     env: dict[str, str] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)  # run in the tree before the agent
+    setup_timeout: float = SETUP_TIMEOUT
 
     @property
     def stream_json(self) -> bool:
@@ -92,7 +97,7 @@ def load_template(path: Path) -> Template:
     except RecordError as exc:
         raise TemplateError(str(exc)) from None
     meta: dict[str, Any] = record.meta
-    unknown = set(meta) - {"command", "env", *LIMITS}
+    unknown = set(meta) - {"command", "env", "setup", "setup_timeout", *LIMITS}
     if unknown:
         raise TemplateError(f"{path}: unknown frontmatter key(s): {', '.join(sorted(unknown))}")
     command = meta.get("command")
@@ -109,10 +114,19 @@ def load_template(path: Path) -> Template:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise TemplateError(f"{path}: {name}: expected a positive number of seconds")
             limits[name] = float(value)
+    setup = meta.get("setup") or []
+    if isinstance(setup, str):
+        setup = ["sh", "-c", setup]  # a shell line: `npm ci && cp .env.example .env`
+    if not (isinstance(setup, list) and all(isinstance(a, str) for a in setup)):
+        raise TemplateError(f"{path}: setup: expected a shell command line or a list of strings")
+    setup_timeout = meta.get("setup_timeout", SETUP_TIMEOUT)
+    if isinstance(setup_timeout, bool) or not isinstance(setup_timeout, (int, float)) \
+            or setup_timeout <= 0:
+        raise TemplateError(f"{path}: setup_timeout: expected a positive number of seconds")
     check_placeholders(path, record.body)
     check_fences(path, record.body)
     return Template(path=Path(path), command=list(command), body=record.body, env=dict(env),
-                    limits=limits)
+                    limits=limits, setup=list(setup), setup_timeout=float(setup_timeout))
 
 
 def check_placeholders(path: Path, body: str) -> None:
