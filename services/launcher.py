@@ -38,6 +38,7 @@ from shared import issues, runs, treefiles, worktree
 from shared.config import CHECKOUT
 from shared.clock import now_iso, parse_iso, stamp
 from shared.events import emit, run_key
+from shared.errors import describe
 from shared.feedback import read_feedback
 from shared.fsio import atomic_write, keep_tail
 from shared.locks import AlreadyHeld, HeldLock, hold
@@ -349,15 +350,15 @@ class Launcher:
             try:
                 claimed = self.begin_run(task, lock, attempt, max_attempts)
             except (worktree.GitError, worktree.WorktreeError) as exc:
-                self.launch_failed(task_id, attempt, max_attempts, str(exc), worktree_error=True)
+                self.launch_failed(task_id, attempt, max_attempts, describe(exc), worktree_error=True)
                 return False
             except (TemplateError, OSError) as exc:
-                self.launch_failed(task_id, attempt, max_attempts, str(exc))
+                self.launch_failed(task_id, attempt, max_attempts, describe(exc))
                 return False
             except Exception as exc:  # a bug, or data nobody foresaw: only this task waits
                 self.log.exception("launching %s: unexpected error", task_id)
                 self.launch_failed(task_id, attempt, max_attempts,
-                                   f"unexpected error: {type(exc).__name__}: {exc}")
+                                   f"unexpected error: {type(exc).__name__}: {describe(exc)}")
                 return False
             if claimed is None:
                 return False
@@ -366,7 +367,7 @@ class Launcher:
                 proc = self.spawn(task_id, lock)
                 lock.hand_over()
             except OSError as exc:
-                self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {exc}")
+                self.launch_failed(task_id, attempt, max_attempts, f"cannot start: {describe(exc)}")
                 return False
             emit(cfg.events_dir, "worker_launched", task_id, worker_id=worker_id,
                  attempt=attempt, pid=proc.pid, key=run_key(task_id, worker_id, "launched"))
@@ -538,7 +539,7 @@ class Launcher:
             try:
                 why = worktree.remove_worktree(self.cfg, task_id, with_branch=True)
             except worktree.GitError as exc:
-                why = f"removal failed: {exc}"
+                why = f"removal failed: {describe(exc)}"
             if why == "its worker is alive":
                 continue  # its lock is held a moment (another removal): next pass
             self.prepared.discard(task_id)

@@ -35,6 +35,7 @@ from watchdog.events import FileClosedEvent, FileDeletedEvent
 from shared import issues, retention, runs, treefiles
 from shared.clock import now_iso, parse_iso, stamp
 from shared.config import Config
+from shared.errors import describe
 from shared.events import emit, run_key
 from shared.feedback import REWORK, read_feedback
 from shared.locks import remove_if_free
@@ -628,7 +629,7 @@ class TaskObserver:
         try:
             return remove_worktree(self.cfg, task)
         except Exception as exc:  # a git failure keeps the tree; the launcher's cleanup retries
-            return f"removal failed: {exc}"
+            return f"removal failed: {describe(exc)}"
 
     # --- day rollover ---
 

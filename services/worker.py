@@ -39,7 +39,7 @@ from typing import Any
 from shared import proc, runs, sandbox, treefiles, worktree
 from shared.clock import iso_at, now_iso, parse_iso
 from shared.config import Config, ConfigError, add_config_argument, load_config
-from shared.errors import ExternalError, Tac8Error
+from shared.errors import ExternalError, Tac8Error, describe
 from shared.events import emit, run_key
 from shared.fsio import atomic_write
 from shared.locks import AlreadyHeld, adopt, hold
@@ -291,9 +291,9 @@ class Worker:
                 sweep_descendants()  # before looking at the tree: no orphan still writes in it
             outcome = self.decide(template, agent, start_head, meta)
         except (Tac8Error, OSError) as exc:
-            outcome = Outcome(runs.FAILED, error=str(exc))
+            outcome = Outcome(runs.FAILED, error=describe(exc))
         except Exception as exc:  # the run must still end with an outcome on record
-            outcome = Outcome(runs.FAILED, error=f"worker error: {type(exc).__name__}: {exc}")
+            outcome = Outcome(runs.FAILED, error=f"worker error: {type(exc).__name__}: {describe(exc)}")
         self.finish(meta, agent, outcome, time.monotonic() - started)
         return 0
 
@@ -514,7 +514,7 @@ class Worker:
         try:
             worktree.push(self.cfg, self.tree, self.cfg.branch(self.task))
         except worktree.GitError as exc:  # kept in the tree; the next attempt pushes it
-            outcome.error = "; ".join(filter(None, [outcome.error, f"WIP not pushed: {exc}"]))
+            outcome.error = "; ".join(filter(None, [outcome.error, f"WIP not pushed: {describe(exc)}"]))
         return outcome
 
     def deliver(self, title: str, commit: str, skipped: list[str], worker_id: str) -> Outcome:
@@ -525,7 +525,7 @@ class Worker:
         try:
             worktree.push(self.cfg, self.tree, branch)
         except worktree.GitError as exc:
-            return Outcome(runs.FAILED, error=f"push failed: {exc}", commit=commit,
+            return Outcome(runs.FAILED, error=f"push failed: {describe(exc)}", commit=commit,
                            skipped=skipped)
         if self.cfg.github.repo:
             queue_pr(self.cfg, self.task, worker_id, branch, self.cfg.repo.base_branch, title,
@@ -606,7 +606,7 @@ class Worker:
         try:
             return iso_at(pause_for_limit(self.cfg, limit.reset_at).timestamp())
         except (Tac8Error, OSError) as exc:
-            print(f"worker: {self.task}: could not pause for the usage limit: {exc}",
+            print(f"worker: {self.task}: could not pause for the usage limit: {describe(exc)}",
                   file=sys.stderr)
             return ""
 
@@ -617,7 +617,7 @@ class Worker:
             if started is not None:
                 limit_passed(self.cfg, started)
         except (Tac8Error, OSError) as exc:
-            print(f"worker: {self.task}: could not forget the usage limits: {exc}",
+            print(f"worker: {self.task}: could not forget the usage limits: {describe(exc)}",
                   file=sys.stderr)
 
 

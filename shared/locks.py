@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from shared.errors import LockError
+from shared.errors import LockError, describe
 
 
 class LockTimeout(LockError, TimeoutError):
@@ -191,7 +191,7 @@ def adopt(path: Path, fd: int) -> HeldLock:
             raise AlreadyHeld(f"{path}: inherited descriptor {fd} is another file")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op if fd already holds it
     except OSError as exc:
-        raise AlreadyHeld(f"{path}: inherited descriptor {fd} does not hold it ({exc})") from None
+        raise AlreadyHeld(f"{path}: inherited descriptor {fd} does not hold it ({describe(exc)})") from None
     os.set_inheritable(fd, False)
     _describe_holder(fd)
     return HeldLock(path, fd)

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from shared.clock import iso_at, parse_iso
 from shared.config import Config, NotifySection
+from shared.errors import describe
 from shared.fsio import atomic_write, pending, publish
 from shared.runs import read_run
 from shared.tasks import read_board
@@ -187,10 +188,10 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float = SEND_T
             return None
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code} {exc.reason}"
-    except urllib.error.URLError as exc:
-        return str(exc.reason)
+    except urllib.error.URLError as exc:  # its reason may be an OSError
+        return describe(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {describe(exc)}"
 
 
 def item_name(key: str) -> str:
