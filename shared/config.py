@@ -317,6 +317,10 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not EXAMPLE_CONFIG.exists():  # `pip install .` copied the code away from conf/
+            raise ConfigError(f"{file}: config file not found, and tac8 runs outside its "
+                              f"checkout ({CHECKOUT}): install it from a clone with "
+                              "`pip install -e .` (make venv), or pass --config") from None
         raise ConfigError(f"{file}: config file not found: `tac8 init` makes one from "
                           f"{EXAMPLE_CONFIG.name}") from None
     except tomllib.TOMLDecodeError as exc:

@@ -60,3 +60,13 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, message):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_a_missing_config_says_how_to_make_one(tmp_path, monkeypatch):
+    import shared.config as config
+    with pytest.raises(ConfigError, match=r"config file not found: `tac8 init` makes one"):
+        load_config(tmp_path / "tac8.toml")
+    # installed with `pip install .`: the code is in site-packages, conf/ is not beside it
+    monkeypatch.setattr(config, "EXAMPLE_CONFIG", tmp_path / "gone" / "tac8.example.toml")
+    with pytest.raises(ConfigError, match=r"outside its checkout .*`pip install -e .`"):
+        load_config(tmp_path / "tac8.toml")
