@@ -3,13 +3,19 @@ against the fake GitHub: reviews, review comments, CI verdicts, merged and close
 
 from __future__ import annotations
 
+import contextlib
 import pytest
 
+from typing import Callable
+
+from services.fetcher import pulls
 from shared import tasks
 from shared.feedback import read_feedback
+from shared.github import GitHubError
 from shared.outbox import queue_pr
 from shared.records import read_record
 from shared.runs import write_pr_marker
+from tests.fakegithub import FakeGitHub
 from tests.test_fetcher import events, make_fetcher
 
 REPO = "/repos/octo/demo"
@@ -30,9 +36,13 @@ def gets(fake, path: str) -> int:
     return sum(1 for r in fake.requests if r.method == "GET" and r.path == path)
 
 
-def opened(cfg, fake, *, checks: bool = True):
+def passing(fake, sha: str) -> None:
+    fake.set_check_run(sha, "tests", conclusion="success")
+
+
+def opened(cfg, fake, checks: Callable[[FakeGitHub, str], None] = passing):
     """Issue 1's task Completed and its PR opened by the fetcher (from the outbox), then one
-    poll: the PR is followed from then on. ``checks``: its head has a passing check."""
+    poll, before which ``checks`` sets its head's checks: the PR is followed from then on."""
     fake.add_issue("Rename things")
 
     def completed(board: tasks.Board) -> None:
@@ -43,8 +53,7 @@ def opened(cfg, fake, *, checks: bool = True):
     fetcher = make_fetcher(cfg)
     fetcher.send_outbox()
     [pr] = fake.open_prs()
-    if checks:
-        fake.set_check_run(pr["head"]["sha"], "tests", conclusion="success")
+    checks(fake, pr["head"]["sha"])
     fetcher.poll()
     fake.advance_clock(5)
     return fetcher, pr
@@ -119,10 +128,13 @@ def test_reviews_from_before_a_picked_up_pr_was_first_seen_are_left_alone(cfg, f
     assert [i.key for i in read_feedback(cfg, "gh-1").items] == [f"review/{new['id']}"]
 
 
+def running(fake, sha: str) -> None:
+    fake.set_check_run(sha, "tests", "in_progress")
+
+
 def test_a_failing_check_is_one_ci_item_with_its_output(cfg, fake_github):
-    fetcher, pr = opened(cfg, fake_github, checks=False)
+    fetcher, pr = opened(cfg, fake_github, running)
     sha = pr["head"]["sha"]
-    fake_github.set_check_run(sha, "tests", "in_progress")
     fake_github.set_check_run(sha, "lint", conclusion="success")
     fetcher.poll()
     assert read_feedback(cfg, "gh-1").items == [] and events(cfg, "ci_failed") == []
@@ -155,13 +167,26 @@ def test_a_failing_check_is_one_ci_item_with_its_output(cfg, fake_github):
     assert line(cfg).detail("CI") == f"passed (1 checks) at {new[:7]}"
 
 
-def test_all_checks_passing_show_on_the_task_s_line(cfg, fake_github):
-    fetcher, pr = opened(cfg, fake_github, checks=False)
+def test_checks_read_when_the_status_read_fails_are_read_again(cfg, fake_github):
+    fetcher, pr = opened(cfg, fake_github, running)
     sha = pr["head"]["sha"]
-    fake_github.set_check_run(sha, "tests", conclusion="success")
-    fake_github.set_check_run(sha, "docs", conclusion="skipped")
-    fake_github.set_status(sha, "ci/jenkins", "success")
+    fake_github.set_check_run(sha, "tests", conclusion="failure", summary="broken")
+    fake_github.fail_next(1, 502, match=f"/commits/{sha}/status")
+    with contextlib.suppress(GitHubError):
+        fetcher.poll()  # the check runs were read, the status was not
+    assert read_feedback(cfg, "gh-1").items == []
+
     fetcher.poll()
+    assert [i.key for i in read_feedback(cfg, "gh-1").items] == [f"ci/{sha}"]
+
+
+def test_all_checks_passing_show_on_the_task_s_line(cfg, fake_github):
+    def three(fake, sha: str) -> None:
+        passing(fake, sha)
+        fake.set_check_run(sha, "docs", conclusion="skipped")
+        fake.set_status(sha, "ci/jenkins", "success")
+    fetcher, pr = opened(cfg, fake_github, three)
+    sha = pr["head"]["sha"]
     fetcher.poll()
 
     assert line(cfg).detail("CI") == f"passed (3 checks) at {sha[:7]}"
@@ -174,6 +199,29 @@ def test_all_checks_passing_show_on_the_task_s_line(cfg, fake_github):
     tasks.edit_tasks(cfg, lose_it)
     fetcher.poll()
     assert line(cfg).detail("CI") == f"passed (3 checks) at {sha[:7]}"
+
+
+def test_a_head_without_checks_is_read_again_for_a_while_at_most_once_a_minute(
+        cfg, fake_github, monkeypatch):
+    fetcher, pr = opened(cfg, fake_github, lambda fake, sha: None)  # no checks (yet)
+    sha = pr["head"]["sha"]
+    passing(fake_github, sha)  # registered late
+    fake_github.reset_log()
+    fetcher.poll()
+    assert fake_github.count("GET", f"{REPO}/commits") == 0  # read less than a minute ago
+
+    monkeypatch.setattr(pulls, "CHECKS_RECHECK", 0.0)  # as if that minute had passed
+    fetcher.poll()
+    assert line(cfg).detail("CI") == f"passed (1 checks) at {sha[:7]}"
+
+    monkeypatch.setattr(pulls, "CHECKS_REGISTER_WAIT", 0.0)  # as if 10 minutes had passed
+    new = fake_github.push_pr(pr["number"])
+    fetcher.poll()  # a new head is read once: no checks
+    passing(fake_github, new)
+    fake_github.reset_log()
+    fetcher.poll()
+    assert fake_github.count("GET", f"{REPO}/commits") == 0  # its wait is over
+    assert line(cfg).detail("CI") == f"passed (1 checks) at {sha[:7]}"
 
 
 @pytest.mark.parametrize("how", ["merged", "closed"])
@@ -223,7 +271,7 @@ def test_a_trusted_command_in_a_review_comment_is_a_request(cfg, fake_github):
 
 
 def test_a_restarted_fetcher_adds_no_item_twice(cfg, fake_github):
-    fetcher, pr = opened(cfg, fake_github, checks=False)
+    fetcher, pr = opened(cfg, fake_github, running)
     number, sha = pr["number"], pr["head"]["sha"]
     trusted_review(fake_github, number)
     fake_github.add_review_comment(number, "/tac8 rename", author="alice", association="MEMBER")

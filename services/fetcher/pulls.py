@@ -42,6 +42,7 @@ PASSING = {"success", "neutral", "skipped"}
 FAILING = {"failure", "timed_out"}
 FAILING_STATUSES = {"failure", "error"}
 CHECKS_REGISTER_WAIT = 600.0  # seconds after a new head during which "no checks" is re-read
+CHECKS_RECHECK = 60.0  # seconds between two reads of a head that had no checks yet
 SINCE_MARGIN = 60  # seconds the review comments cursor stays behind the newest one seen
 HANDLED_KEPT = 1000  # review comment ids remembered (those within the margin suffice)
 PIECE_LIMIT = 2000  # characters of one line comment or check output kept in an item
@@ -128,7 +129,7 @@ class PullRequests:
         self.show_ci()
 
     def follow(self, number: int, rec: dict, pr: dict) -> None:
-        if rec.get("updated_at") is None:  # first sight
+        if "created_at" not in rec:  # first sight
             rec["created_at"] = pr.get("created_at")
             if rec.get("pickup"):
                 rec["quiet_until"], rec["quiet_head"] = pr.get("updated_at"), pr.get("sha")
@@ -136,9 +137,11 @@ class PullRequests:
         if pr.get("updated_at") != rec.get("updated_at"):
             self.read_reviews(number, rec)
             rec["updated_at"] = pr.get("updated_at")
+        now = time.time()
         if rec.get("ci") in (None, PENDING) or (
-                rec.get("ci") == NONE
-                and time.time() - rec.get("head_at", 0) < CHECKS_REGISTER_WAIT):
+                rec.get("ci") == NONE and now - rec.get("head_at", 0) < CHECKS_REGISTER_WAIT
+                and now - rec.get("ci_read_at", 0) >= CHECKS_RECHECK):
+            rec["ci_read_at"] = now
             self.read_ci(number, rec)
 
     def quiet(self, rec: dict, at: Any) -> bool:
@@ -245,13 +248,16 @@ class PullRequests:
     def read_ci(self, number: int, rec: dict) -> None:
         """The head's check runs and combined status (each ETag'd); a verdict once both
         are read and nothing is pending."""
-        sha, parts = rec["head"], rec.setdefault("ci_parts", {})
-        runs = self.get_pages(f"commits/{sha}/check-runs", rec, "check_runs")
-        statuses = self.get_pages(f"commits/{sha}/status", rec, "statuses")
+        sha, etags = rec["head"], rec.setdefault("ci_etags", {})
+        runs = self.get_pages(f"commits/{sha}/check-runs", etags.get("checks"), "check_runs")
+        statuses = self.get_pages(f"commits/{sha}/status", etags.get("statuses"), "statuses")
+        # kept only once both were read: a failure between them keeps no ETag whose answer
+        # was not kept (the memory is saved after a failed read too)
+        parts = rec.setdefault("ci_parts", {})
         if runs is not None:
-            parts["checks"] = [_check(run) for run in runs]
+            etags["checks"], parts["checks"] = runs[0], [_check(run) for run in runs[1]]
         if statuses is not None:
-            parts["statuses"] = [_status(status) for status in statuses]
+            etags["statuses"], parts["statuses"] = statuses[0], [_status(s) for s in statuses[1]]
         if runs is None and statuses is None and rec.get("ci") is not None:
             return  # both 304: nothing new
         every = parts.get("checks", []) + parts.get("statuses", [])
@@ -278,23 +284,24 @@ class PullRequests:
         if verdict in (PASSED, FAILED, UNDECIDED):
             rec.update(ci_etags={}, ci_parts={})  # settled: this head is not read again
 
-    def get_pages(self, path: str, rec: dict, field: str) -> list[dict] | None:
-        """The ``field`` list of every page of ``path`` (an envelope, as the checks and
-        status endpoints answer), None if its first page is unchanged (304)."""
-        etags = rec.setdefault("ci_etags", {})
+    def get_pages(self, path: str, etag: str | None,
+                  field: str) -> tuple[str | None, list[dict]] | None:
+        """The first page's ETag and the ``field`` list of every page of ``path`` (an
+        envelope, as the checks and status endpoints answer); None if the first page is
+        unchanged since ``etag`` (304)."""
         url: str | None = f"{self.repo_path}/{path}?per_page={PER_PAGE}"
         try:
-            resp = self.gh.request("GET", url, etag=etags.get(field))
+            resp = self.gh.request("GET", url, etag=etag)
         except NotModified:
             return None
-        etags[field] = resp.etag
+        first = resp.etag
         items = list((resp.data or {}).get(field) or [])
         url = resp.next_url
         while url:  # over 100 checks on one commit: rare, read whole
             resp = self.gh.request("GET", url)
             items += (resp.data or {}).get(field) or []
             url = resp.next_url
-        return items
+        return first, items
 
     def add_failure(self, rec: dict, failing: list[dict]) -> None:
         text = "\n\n".join(part["text"] for part in failing)
