@@ -194,3 +194,17 @@ def test_an_archived_task_comes_back_for_its_round(cfg, fake_github):
     make_fetcher(cfg).poll()
     section, line = where(cfg, "t-4")
     assert section == tasks.PENDING and line.title == "Pick a name" and line.worker == "w-0a0a0a"
+
+
+def test_a_failed_comments_read_neither_backs_the_poll_off_nor_loses_the_comment(cfg, fake_github):
+    fake_github.add_issue("Failed one")
+    put(cfg, tasks.FAILED, "gh-1")
+    retry = fake_github.add_comment(1, "/tac8 retry", author="alice", association="MEMBER")
+    fake_github.fail_next(1, status=502, match="/issues/comments")
+    fetcher = make_fetcher(cfg)
+    fetcher.step()
+    assert fetcher.failures == 0 and [e["during"] for e in events(cfg, "github_api_error")] == ["comments"]
+    assert where(cfg, "gh-1")[0] == tasks.FAILED  # not read yet
+    fetcher.next_poll = 0
+    fetcher.step()  # the next poll reads it
+    assert where(cfg, "gh-1")[0] == tasks.PENDING and reactions(fake_github, retry) == ["+1"]

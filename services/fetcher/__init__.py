@@ -97,6 +97,7 @@ class Fetcher:
         self.not_before = 0.0  # monotonic: no GitHub call before this (a rate limit)
         self.failures = 0
         self.outbox_failures = 0  # consecutive outbox passes in which a send failed
+        self.failing_parts: set[str] = set()  # follow_up reads failing since their last success
         self.outbox_retry_at = 0.0  # monotonic: no retry of a failed item before this
         self.outbox_blocked = False  # the last failure fails every call: nothing is sent
         self.last_rate_bucket: int | None = None
@@ -202,13 +203,33 @@ class Fetcher:
         self.add_tasks(eligible)
         self.note_ignored(current, eligible)
         self.memory.issues = listing.pages
-        try:  # each part keeps what it has done in its memory, so a failure saves it too
-            self.find_prs()
-            self.pulls.poll(self.open_pulls)
-            self.comments.poll()
+        try:
+            self.follow_up("PRs", lambda: (self.find_prs(), self.pulls.poll(self.open_pulls)))
+            self.follow_up("comments", self.comments.poll)
             start_rounds(cfg)
-        finally:
+        finally:  # each part keeps what it has done in its memory, so a failure saves it too
             self.memory.save()
+
+    def follow_up(self, part: str, read: Callable[[], object]) -> None:
+        """One of the poll's reads after the issues (tac8's PRs, the comments): a failure
+        there (not a rate limit) is its own, retried at the next poll, and neither stops the
+        others nor backs the poll off: with GitHub answering, a stray 502 on one of a
+        poll's dozen calls must not hold back the issues, PRs and comments. It is logged,
+        and an event sent, once per streak."""
+        try:
+            read()
+        except RateLimited:
+            raise
+        except GitHubError as exc:
+            if self.stopped():
+                return
+            if part not in self.failing_parts:
+                self.failing_parts.add(part)
+                log.warning("reading %s failed (%s): again at the next poll", part, exc)
+                emit(self.cfg.events_dir, "github_api_error", error=str(exc)[:300],
+                     status=exc.status, during=part)
+        else:
+            self.failing_parts.discard(part)
 
     def trusted(self, issue: dict) -> bool:
         return trusted(self.cfg, issue["author"], issue["author_association"])
