@@ -354,7 +354,7 @@ def test_server_error_storm_backs_off_then_recovers_losing_nothing(cfg, fake_git
     queue_comment(cfg, 1, "gh-1", "k", "still delivered")
     fake_github.fail_next(3, status=502)
     fetcher = make_fetcher(cfg)
-    waits = []  # before the next poll, after each failed one
+    streak = []  # the poll's failures in a row, after each failed poll
     deadline = time.monotonic() + 20
     while (board(cfg).get("gh-1") is None or pending(cfg.outbox_dir)
            or not fake_github.issue_comments(1)):
@@ -362,14 +362,23 @@ def test_server_error_storm_backs_off_then_recovers_losing_nothing(cfg, fake_git
         failures = fetcher.failures
         fetcher.step()
         if fetcher.failures > failures:
-            waits.append(fetcher.next_poll - time.monotonic())
+            streak.append(fetcher.failures)
         time.sleep(0.01)
     errors = events(cfg, "github_api_error")
     # the three 502s went to polls and the outbox (each backs off on its own)
     assert [e["status"] for e in errors] == [502] * len(errors) and len(errors) >= 2
-    assert all(later > earlier * 0.9 for earlier, later in zip(waits, waits[1:]))  # grows
+    assert streak == list(range(1, len(streak) + 1)) and streak  # each wait longer (backoff)
     assert len(fake_github.issue_comments(1)) == 1
     assert fetcher.failures == 0
+
+
+def test_a_failed_poll_s_wait_doubles_with_jitter_up_to_the_cap(cfg):
+    from services.fetcher import BACKOFF_CAP
+    fetcher = make_fetcher(cfg)
+    ceiling = max(cfg.github.poll_interval, 0.1)
+    for failures in range(1, 40):
+        expected = min(BACKOFF_CAP, ceiling * 2 ** (failures - 1))
+        assert all(expected / 2 <= fetcher.backoff(failures) <= expected for _ in range(20))
 
 
 def test_rate_limit_waits_for_the_reset(cfg, fake_github):
