@@ -195,6 +195,31 @@ def test_an_answer_in_a_comment_sends_the_blocked_task_back_to_completion(shared
     assert shared.fake.comment_reactions(answer["id"]) == []  # an answer, not a command
 
 
+def test_a_review_asking_for_changes_reworks_the_same_pr(shared):
+    task = shared.add_issue("Add a helper")
+    shared.wait_settled([task], "completed")
+    [pr] = shared.pulls(task)
+    first = shared.run_record(task)
+    shared.fake.add_review(pr["number"], "CHANGES_REQUESTED", body="Name it better.",
+                           author="alice", association="MEMBER")
+    wait_for(lambda: shared.run_record(task)["worker_id"] != first["worker_id"]
+             and shared.settled(task, "completed")
+             and any("Updated this PR" in c["body"] for c in shared.fake.issue_comments(pr["number"])),
+             timeout=90, interval=0.1, what="the rework round to complete")
+
+    record = shared.run_record(task)
+    assert [r["exit"] for r in shared.agent_runs(task)] == [0, 0]
+    assert len(record["feedback"]) == 1 and record["feedback"][0].startswith("review/")
+    assert [p["number"] for p in shared.pulls(task)] == [pr["number"]]  # one PR, never two
+    head = shared.origin_head(task)
+    assert head == record["commit"] != first["commit"]  # the same branch moved on
+    assert git(shared.origin, "rev-list", "--count", f"{first['commit']}..{head}") == "1"
+    [updated] = [c["body"] for c in shared.fake.issue_comments(pr["number"])]
+    assert updated.startswith("Updated this PR for review by alice: commit ")
+    assert shared.where(task)[0] == "Completed Today"
+    assert len(shared.comments(task)) == 1  # the issue heard of the PR once
+
+
 # --- supervisorctl while workers run ---------------------------------------------------------
 
 def test_stopping_the_launcher_leaves_running_workers_to_finish(fresh):
