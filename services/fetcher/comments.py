@@ -99,7 +99,7 @@ class Comments:
             log.info("comment %s on #%d by %r ignored: not a trusted author", comment.get("id"),
                      number, login)
             return
-        words = _command(body, self.cfg.github.command)
+        words = command_words(body, self.cfg.github.command)
         if words is not None:
             self.command(comment, task, words, on_pr, login)
         elif not on_pr and self.section(task) == tasks.BLOCKED and self.answers(comment, task):
@@ -143,7 +143,7 @@ class Comments:
             done = True
             add_item(self.cfg, task, Item(
                 key=f"comment/{comment['id']}", kind=COMMAND,
-                text=_after_command(str(comment.get("body")), self.cfg.github.command),
+                text=after_command(str(comment.get("body")), self.cfg.github.command),
                 source=f"request by {login}", url=str(comment.get("html_url") or ""),
                 at=str(comment.get("created_at") or "")))
         else:
@@ -174,7 +174,7 @@ def _issue_number(comment: dict) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _command(body: str, word: str) -> list[str] | None:
+def command_words(body: str, word: str) -> list[str] | None:
     """The words after the command word on the comment's first line; None if it is none."""
     first = body.strip().split("\n", 1)[0].strip()
     if not word or not first.lower().startswith(word.lower()):
@@ -185,7 +185,7 @@ def _command(body: str, word: str) -> list[str] | None:
     return rest.split()
 
 
-def _after_command(body: str, word: str) -> str:
+def after_command(body: str, word: str) -> str:
     """A rework request's text: the comment without its command word."""
     return body.strip()[len(word):].strip()
 

@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any, Callable
 
-from services.fetcher.comments import OWN_MARK, _after_command, _command, github_time
+from services.fetcher.comments import OWN_MARK, after_command, command_words, github_time
 from shared import tasks
 from shared.clock import parse_iso
 from shared.config import Config
@@ -51,8 +51,8 @@ NOTE_NAMES = 80  # characters of failing checks' names on a task's line
 
 def command_request(body: str, word: str) -> str | None:
     """The text after the command word of a comment that starts with it, else None (the
-    rule of conversation comments, ``comments._command``)."""
-    return _after_command(body, word) if _command(body, word) else None
+    rule of conversation comments, ``comments.command_words``)."""
+    return after_command(body, word) if command_words(body, word) else None
 
 
 def _cut(text: Any, limit: int = PIECE_LIMIT) -> str:
