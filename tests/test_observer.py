@@ -235,6 +235,7 @@ def test_dead_worker_gets_outcome_failed_run_finished_once_and_a_retry(sandbox, 
     assert (retry.attempt, retry.max_attempts) == (2, cfg.launcher.max_attempts)
     assert abs((retry.not_before - ended).total_seconds() - cfg.launcher.retry_backoff) <= 1
     assert outbox(cfg) == []  # no GitHub repository configured, and a retry says nothing
+    assert not cfg.liveness_lock(task).exists()  # the dead worker's, removed with its death
 
 
 def test_failed_runs_retry_with_doubling_backoff_then_fail(sandbox, observer, fake_github):

@@ -97,18 +97,6 @@ def test_a_worker_s_liveness_lock_is_gone_when_it_ends(sandbox, observer):
     assert list(cfg.live_dir.iterdir()) == []
 
 
-def test_a_dead_worker_s_lock_is_removed_once_its_death_is_recorded(sandbox, observer):
-    cfg = use_agent(sandbox, "hang")
-    task = add_task(cfg, "Fragile work")
-    observer.start()
-    worker = launch(cfg, task)
-    wait_for(worker.agent, what="the agent to start")
-    from tests.test_observer import kill_worker_and_agent
-    kill_worker_and_agent(worker)
-    wait_for(lambda: settled(cfg, task, "announced"), what="the death recorded")
-    assert not cfg.liveness_lock(task).exists()
-
-
 def test_a_lock_removed_by_its_holder_is_taken_afresh_by_a_waiter(tmp_path):
     path = tmp_path / "t-1.lock"
     first = hold(path)

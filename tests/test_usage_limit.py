@@ -19,8 +19,8 @@ from shared.pause import (LIMIT_BACKOFF, LIMIT_BACKOFF_MAX, lift_if_over, limit_
 from shared.tasks import COMPLETED, PENDING
 from shared.usage_limit import limit_reached
 from tests.agents import use_agent, wait_for
-from tests.test_observer_support import (ServiceProcess, add_task, events, launch, line_of,
-                                         section_of)
+from tests.test_observer_support import add_task, events, launch, line_of, section_of
+from tests.test_observer_with_launcher import services  # noqa: F401 (a fixture)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 3, 10, 14, 2, tzinfo=BERLIN)  # a Tuesday afternoon in Berlin
@@ -160,23 +160,6 @@ def test_the_same_result_from_an_agent_that_is_not_stream_json_is_no_limit(sandb
     assert meta["outcome"] == runs.FAILED and "usage_limit" not in meta
     assert meta["error"] == "the agent exited with code 1"
     assert read_pause(cfg) is None
-
-
-@pytest.fixture
-def services(sandbox, tmp_path):
-    """Start the observer and the launcher; stopped at the end, after every worker ended."""
-    started: list[ServiceProcess] = []
-
-    def start():
-        for name in ("observer", "launcher"):
-            started.append(ServiceProcess(sandbox.cfg, tmp_path / f"{name}.log", name).start())
-
-    yield start
-    cfg = sandbox.cfg
-    wait_for(lambda: not any(runs.worker_alive(cfg, p.stem) for p in cfg.live_dir.glob("*.lock")),
-             timeout=30, what="every worker to end")
-    for proc in started:
-        assert proc.stop() == 0, proc.log.read_text()
 
 
 def tac8(*args: str) -> subprocess.CompletedProcess:
