@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN    := PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: venv test bench demo install clean
+.PHONY: venv test bench soak demo install clean
 
 $(STAMP): pyproject.toml
 	[ -x $(PY) ] || python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) $(PY) -m tests.bench
+
+# An hour of steady work under supervisord: memory, fds and inotify watches must stay flat
+# (TAC8_BENCH_SOAK_MINUTES=N for another duration).
+soak: $(STAMP)
+	$(RUN) $(PY) -m tests.bench soak
 
 # On the always-on box: venv, gh, systemd unit, then `tac8 doctor`.
 install:

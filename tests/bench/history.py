@@ -1,5 +1,5 @@
 """The files finished tasks leave, laid out as tac8's programs leave them (docs/PROTOCOL.md,
-Files and Retention), for the history and soak benchmarks. No measurements here.
+Files and Retention), for the history benchmark. No measurements here.
 
 * ``finished_files``: one finished task's run record, prompt, question, PR marker, agent log
   (stream-json, about ``AGENT_LOG_BYTES``) and worker log, keyed ``runs/…``, ``prs/…``,
