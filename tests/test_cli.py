@@ -217,6 +217,18 @@ def test_status_reports_a_mistyped_section_and_a_priority_out_of_range(sandbox):
         [(3, "## Pendng"), (7, "[] t-2: Urgent {p9}"), (8, "what is this?")]
 
 
+def test_status_shows_a_pr_s_checks_and_a_new_round_under_its_task(sandbox):
+    (sandbox.root / "tasks.md").write_text(
+        "# Tasks\n\n## Pending\n[↻ w-abc123] gh-4: Rework me\n"
+        "- Feedback: rework round 1/3: review by alice\n\n## Completed Today\n"
+        "[✅ 1234567, w-def456] gh-5: Done\n- Completed: 2026-11-30 09:00:00\n"
+        "- CI: passed (3 checks) at 1234567\n")
+    shown = cli("status").stdout
+    assert "gh-4: Rework me {p2}\n      Feedback: rework round 1/3: review by alice\n" in shown
+    assert "gh-5: Done {p2}\n      CI: passed (3 checks) at 1234567\n" in shown
+    assert "Completed: 2026" not in shown  # only what GitHub said is shown
+
+
 def test_status_watch_redraws_in_place_on_a_terminal_as_wide_as_it_is(installed):
     # a terminal of 60 columns; SIGINT as a terminal sends it (a test run in the background
     # inherits it ignored)

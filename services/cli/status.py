@@ -36,6 +36,7 @@ from shared.text import printable
 
 STATUS_EVENTS = 5  # last events shown
 SECTION_LINES = 8  # tasks listed per section
+SHOWN_DETAILS = ("CI", "Feedback")  # details of a line shown under it
 PROBLEMS_SHOWN = 5  # tasks.md problems listed (all of them in --json)
 PROBLEM_TEXT = 40  # columns of a problem line quoted
 LABEL = 10  # columns of the labels (Workers, Queue…) the facts after them are aligned to
@@ -198,6 +199,9 @@ def render_status(st: dict[str, Any], width: int = FALLBACK_WIDTH) -> str:
         add(f"  {section}")
         for task in queue[section][:SECTION_LINES]:
             add(f"    [{task['marker']}] {task['id'] or '(no id yet)'}: {task['title']} {{p{task['priority']}}}", 8)
+            for key in SHOWN_DETAILS:  # what GitHub said after the PR: its checks, a new round
+                if task["details"].get(key):
+                    add(f"      {key}: {printable(task['details'][key])}", 8)
         if len(queue[section]) > SECTION_LINES:
             add(f"    … and {len(queue[section]) - SECTION_LINES} more")
     problems = [p for p in st["tasks_problems"] if p["problem"] != NOT_UNDERSTOOD]
