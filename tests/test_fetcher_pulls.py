@@ -270,6 +270,16 @@ def test_a_trusted_command_in_a_review_comment_is_a_request(cfg, fake_github):
     assert fetcher.pulls.memory["ignored"] == 1
 
 
+def test_stop_or_retry_in_a_review_comment_steers_the_task_and_is_no_request(cfg, fake_github):
+    fetcher, pr = opened(cfg, fake_github)
+    tasks.edit_tasks(cfg, lambda board: board.move(board.get("gh-1"), tasks.FAILED))
+    fake_github.add_review_comment(pr["number"], "/tac8 retry", author="alice",
+                                   association="MEMBER")
+    fetcher.poll()
+    assert tasks.read_board(cfg.tasks_file).find("gh-1")[0] == tasks.PENDING
+    assert read_feedback(cfg, "gh-1").items == []
+
+
 def test_a_restarted_fetcher_adds_no_item_twice(cfg, fake_github):
     fetcher, pr = opened(cfg, fake_github, running)
     number, sha = pr["number"], pr["head"]["sha"]

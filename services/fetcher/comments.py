@@ -135,37 +135,40 @@ class Comments:
     def command(self, comment: dict, task: str, words: list[str], on_pr: bool,
                 login: str) -> None:
         verb = words[0].lower() if words else ""
-        if verb == "stop":
-            done = self.stop(task, login)
-        elif verb == "retry":
-            done = tasks.edit_tasks(self.cfg, lambda board: _retry(board, task, login))
-        elif on_pr and words:
+        done = steer(self.cfg, task, verb, login)
+        if done is None and on_pr and words:
             done = True
             add_item(self.cfg, task, Item(
                 key=f"comment/{comment['id']}", kind=COMMAND,
                 text=after_command(str(comment.get("body")), self.cfg.github.command),
                 source=f"request by {login}", url=str(comment.get("html_url") or ""),
                 at=str(comment.get("created_at") or "")))
-        else:
-            done = False
         log.info("%s: %s %s by %s: %s", task, self.cfg.github.command, verb or "(nothing)",
                  login, "done" if done else "not applicable")
         self.react(comment, "+1" if done else "confused")
 
-    def stop(self, task: str, login: str) -> bool:
-        tree = self.cfg.tree(task)
-        if self.section(task) != tasks.ACTIVE or not tree.is_dir():
-            return False
-        stop = tree / "STOP"
-        if not stop.exists():
-            atomic_write(stop, f"{self.cfg.github.command} stop by {login} (tac8 fetcher)\n")
-        return True
 
     def react(self, comment: dict, content: str) -> None:
         try:
             self.gh.react(int(comment["id"]), content)
         except (Rejected, NotFound, AuthError) as exc:  # a locked issue, a token without
             log.warning("could not react to comment %s: %s", comment.get("id"), exc)  # the right
+
+
+def steer(cfg: Config, task: str, verb: str, login: str) -> bool | None:
+    """``stop`` or ``retry`` carried out for ``task`` (from a comment or a review comment):
+    whether it applied; None for any other verb."""
+    if verb == "stop":
+        tree = cfg.tree(task)
+        found = tasks.read_board(cfg.tasks_file).find(task)
+        if not found or found[0] != tasks.ACTIVE or not tree.is_dir():
+            return False
+        if not (tree / "STOP").exists():
+            atomic_write(tree / "STOP", f"{cfg.github.command} stop by {login} (tac8 fetcher)\n")
+        return True
+    if verb == "retry":
+        return tasks.edit_tasks(cfg, lambda board: _retry(board, task, login))
+    return None
 
 
 def _issue_number(comment: dict) -> int | None:

@@ -21,7 +21,8 @@ import os
 import time
 from typing import Any, Callable
 
-from services.fetcher.comments import OWN_MARK, after_command, command_words, github_time
+from services.fetcher.comments import (OWN_MARK, after_command, command_words, github_time,
+                                       steer)
 from shared import tasks
 from shared.clock import parse_iso
 from shared.config import Config
@@ -238,6 +239,12 @@ class PullRequests:
                 or not self.allowed(comment, "review comment", int(number))):
             return
         login = _login(comment)
+        verb = request.split(maxsplit=1)[0].lower()
+        done = steer(self.cfg, rec["task"], verb, login) if request.strip() == verb else None
+        if done is not None:  # `/tac8 stop` or `/tac8 retry` on the diff, as on the issue
+            log.info("%s: %s %s by %s on %s: %s", rec["task"], self.cfg.github.command, verb,
+                     login, _place(comment), "done" if done else "not applicable")
+            return
         if add_item(self.cfg, rec["task"], Item(
                 key=f"review-comment/{comment['id']}", kind=COMMAND,
                 text=f"On {_place(comment)}:\n{request}", source=f"request by {login}",
