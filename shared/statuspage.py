@@ -198,8 +198,9 @@ def _blocked(board: Board, extras: Extras) -> str:
         question = task.detail("Blocked") or extras.questions.get(task.id or "", "") or "(no question)"
         out.append(f"<tr><td class=\"mono\">{_t(task.id or '(no id yet)')}</td><td>{_t(task.title)}</td>"
                    f"<td style=\"white-space:pre-wrap\">{_t(question.strip())}</td></tr>\n")
-    out.append("</table>\n<p class=\"muted\">Answer in the issue (or the line's title), then move "
-               "the line back under Pending, marker and all.</p>\n")
+    out.append("</table>\n<p class=\"muted\">Answer in a comment on the issue: tac8 sends the task "
+               "back with your answer. A typed task: edit the line's title, then move the line "
+               "back under Pending, marker and all.</p>\n")
     return "".join(out)
 
 
