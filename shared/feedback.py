@@ -3,7 +3,8 @@
 ``state/feedback/<task>.md`` is written by the fetcher, under ``state/locks/feedback-<task>.lock``
 (the observer retires it with its task, once it holds no open item, under the same lock). Its
 frontmatter holds ``task``, ``rework_rounds`` (rounds started by reviews, checks and PR
-commands, bounded by ``[launcher] max_rework_rounds``) and ``items``, each
+commands, bounded by ``[launcher] max_rework_rounds``), ``moving`` / ``giving_up`` (a round's
+move not known to be done yet) and ``items``, each
 ``{key, kind, at, source, url, text, started, done}``: ``kind`` is ``answer`` (a trusted comment
 answering a Blocked task's question), ``review`` (changes requested), ``ci`` (failing checks)
 or ``command`` (a ``/tac8 …`` request on the PR); ``key`` names what it came from (a comment,
@@ -11,8 +12,8 @@ a review, a commit's checks), so an item is added once however often it is seen.
 
 The launcher renders the open items (not ``done``) into the prompt (``{{feedback}}``, fenced:
 people wrote it) and lists their keys in the run record (``feedback``). The fetcher marks
-them ``done`` once a run that carried them has ended with an outcome that is not a retry
-(``services/fetcher/rounds.py``); the file stays, with its count of rounds, while the task does.
+them ``done`` once a run that carried them has completed (``services/fetcher/rounds.py``); the
+file stays, with its count of rounds, while the task does.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class Feedback:
     task: str
     items: list[Item] = field(default_factory=list)
     rework_rounds: int = 0
+    # the keys of a round begun whose move to Pending, or of items past the limit whose move
+    # to Failed, may not have happened yet (a crash in between): redone until it has
+    moving: list[str] = field(default_factory=list)
+    giving_up: list[str] = field(default_factory=list)
 
     def open_items(self) -> list[Item]:
         return [item for item in self.items if not item.done]
@@ -69,7 +74,15 @@ def read_feedback(cfg: Config, task: str) -> Feedback:
     for raw in meta.get("items") or []:
         if isinstance(raw, dict) and raw.get("key") and raw.get("kind"):
             items.append(Item(**{k: raw[k] for k in Item.__dataclass_fields__ if k in raw}))
-    return Feedback(task, items, int(meta.get("rework_rounds") or 0))
+    try:
+        rounds = int(meta.get("rework_rounds") or 0)
+    except (TypeError, ValueError):  # a hand-edited file: the count restarts, nothing is lost
+        rounds = 0
+    return Feedback(task, items, rounds, _keys(meta.get("moving")), _keys(meta.get("giving_up")))
+
+
+def _keys(value: Any) -> list[str]:
+    return [str(k) for k in value] if isinstance(value, list) else []
 
 
 def update_feedback(cfg: Config, task: str, change: Callable[[Feedback], T]) -> T:
@@ -90,7 +103,19 @@ def lock_file(cfg: Config, task: str) -> Path:
 
 def _meta(feedback: Feedback) -> dict[str, Any]:
     return {"task": feedback.task, "rework_rounds": feedback.rework_rounds,
+            "moving": feedback.moving, "giving_up": feedback.giving_up,
             "items": [asdict(item) for item in feedback.items]}
+
+
+def forget(cfg: Config, task: str) -> bool:
+    """Delete the task's feedback file if nothing in it is open or half done (its task is
+    gone and has no run record: nothing else would ever retire it); True if it went."""
+    with file_lock(lock_file(cfg, task)):
+        feedback = read_feedback(cfg, task)
+        if feedback.open_items() or feedback.moving or feedback.giving_up:
+            return False
+        cfg.feedback_file(task).unlink(missing_ok=True)
+        return True
 
 
 def add_item(cfg: Config, task: str, item: Item) -> bool:

@@ -208,3 +208,51 @@ def test_a_failed_comments_read_neither_backs_the_poll_off_nor_loses_the_comment
     fetcher.next_poll = 0
     fetcher.step()  # the next poll reads it
     assert where(cfg, "gh-1")[0] == tasks.PENDING and reactions(fake_github, retry) == ["+1"]
+
+
+def test_an_answer_on_an_issue_closed_with_it_starts_no_round(cfg, fake_github):
+    """"Close with comment": the comment is no reason to work on a closed issue."""
+    blocked_issue(cfg, fake_github)
+    fetcher = make_fetcher(cfg)
+    fetcher.poll()  # the snapshot of the open issue
+    fake_github.add_comment(1, "Never mind, done by hand.", author="alice", association="MEMBER")
+    fake_github.close_issue(1)
+    for _ in range(3):
+        fetcher.poll()
+    assert where(cfg, "gh-1")[0] == tasks.BLOCKED and events(cfg, "task_requeued") == []
+    assert [item.done for item in read_feedback(cfg, "gh-1").items] == [True]
+
+
+def test_a_round_that_ended_blocked_keeps_its_review_for_the_answer_s_round(cfg, fake_github):
+    put(cfg, tasks.BLOCKED, "t-2")
+    add_item(cfg, "t-2", Item(key="review/9", kind="review", text="Split it.", started=True))
+    ended_run(cfg, "t-2", "blocked", "blocked", feedback=["review/9"])  # the round asked
+    fetcher = make_fetcher(cfg)
+    fetcher.poll()
+    fetcher.poll()
+    assert where(cfg, "t-2")[0] == tasks.BLOCKED  # no answer yet: no loop
+    add_item(cfg, "t-2", Item(key="comment/3", kind="answer", text="Split by module."))
+    fetcher.poll()
+    assert where(cfg, "t-2")[0] == tasks.PENDING
+    assert [i.key for i in read_feedback(cfg, "t-2").open_items()] == ["review/9", "comment/3"]
+    assert read_feedback(cfg, "t-2").rework_rounds == 0  # an answer's round is no rework
+
+
+def test_a_crash_between_deciding_to_give_up_and_failing_the_task_is_redone(cfg, fake_github):
+    from services.fetcher.rounds import decide
+    from shared.feedback import update_feedback
+    put(cfg, tasks.COMPLETED, "t-5")
+    ended_run(cfg, "t-5", "pr", "completed")
+    add_item(cfg, "t-5", Item(key="ci/one", kind="ci", text="failed"))
+    update_feedback(cfg, "t-5", lambda fb: setattr(fb, "rework_rounds", 2))
+    decided = update_feedback(cfg, "t-5", lambda fb: decide(cfg, fb, {}, tasks.COMPLETED, None))
+    assert [i.key for i in decided.over_limit] == ["ci/one"]  # … and the fetcher dies here
+    make_fetcher(cfg).poll()
+    assert where(cfg, "t-5")[0] == tasks.FAILED and len(events(cfg, "task_failed")) == 1
+    assert read_feedback(cfg, "t-5").giving_up == [] and read_feedback(cfg, "t-5").open_items() == []
+
+
+def test_the_feedback_of_a_task_gone_for_good_is_forgotten(cfg, fake_github):
+    add_item(cfg, "t-6", Item(key="ci/x", kind="ci", text="failed", started=True, done=True))
+    make_fetcher(cfg).poll()  # no line, no run record, nothing open: nothing would retire it
+    assert not cfg.feedback_file("t-6").exists()

@@ -1,17 +1,20 @@
-"""Rounds: open feedback becomes the task's next round (the fetcher's pass, each poll).
+"""Rounds: new feedback becomes the task's next round (the fetcher's pass, each poll).
 
 A task's feedback (``shared.feedback``: answers, reviews, failing checks, PR requests) waits
-while the task is Pending (its launch carries it) or Active (the run going on may not have
-seen it), and is held while a person keeps the task Stopped. Otherwise — Completed Today,
-Blocked, Failed, or gone from tasks.md (archived) — the pass starts a round: it marks the
-new items ``started`` (and counts a rework round when a review, check or PR request is among
-them), writes that, then moves the task back to Pending (its line keeps a marker naming the
-last run's worker, as a person's requeue does). Both steps are idempotent, so a crash in
-between only redoes the move. Past ``[launcher] max_rework_rounds`` the task goes to Failed
-instead, with a comment saying why. Items carried by a run (its record's ``feedback``) are
-``done`` once that run ended with anything but a retry. Deciding happens under the feedback
-file's lock, the moves after it. The cost is O(tasks with feedback): the observer retires a
-file with its task once it holds no open item.
+while the task is Pending (its launch carries every open item) or Active (the run going on
+may not have seen it), and is held while a person keeps the task Stopped. Otherwise —
+Completed Today, Blocked, Failed, or gone from tasks.md (archived) — *new* items start a
+round: under the feedback file's lock they are marked ``started`` (a rework round is counted
+when a review, check or PR request is among them) and the round is noted as ``moving``;
+then the task goes back to Pending (its line keeps a marker naming the last run's worker, as
+a person's requeue does). ``moving`` is cleared once the task is Pending or Active, so a
+crash in between redoes only the move. Items already started start nothing: a task whose
+round ended Blocked or Failed waits for an answer or a person, never loops. Past
+``[launcher] max_rework_rounds`` the task goes to Failed instead, with a comment
+(``giving_up``, redone likewise). Items a run carried (its record's ``feedback``) are
+``done`` once that run completed. Feedback for a task whose issue was closed, deleted or
+unlabelled is dropped (marked done). The cost is O(tasks with feedback), and an unchanged
+file is only read.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from shared import outbox, runs, tasks
 from shared.clock import stamp
 from shared.config import Config
 from shared.events import emit
-from shared.feedback import REWORK, Feedback, Item, update_feedback
-from shared.issues import read_issue
+from shared.feedback import REWORK, Feedback, Item, forget, read_feedback, update_feedback
+from shared.issues import read_issue, task_withdrawn
 
 log = logging.getLogger("fetcher")
 
-ENDED = {"completed", "blocked", "stopped", "failed"}  # the observer's transitions, not retry
-WAITING = (tasks.PENDING, tasks.ACTIVE, tasks.STOPPED)
+WAITING = (tasks.PENDING, tasks.ACTIVE, tasks.STOPPED)  # no round starts from here
 
 
 def start_rounds(cfg: Config) -> None:
@@ -46,7 +48,7 @@ def start_rounds(cfg: Config) -> None:
 @dataclass
 class Round:
     """What one look at a task's feedback decided (under its lock); acted on after."""
-    opened: list[Item] = field(default_factory=list)  # to carry into the next run
+    opened: list[Item] = field(default_factory=list)  # a round to start: what it carries
     over_limit: list[Item] = field(default_factory=list)  # new rework past the limit
     rounds: int = 0
 
@@ -54,34 +56,71 @@ class Round:
 def settle(cfg: Config, task: str, section: str | None) -> None:
     record = runs.read_run(cfg, task)
     meta = record.meta if record else {}
-    decided = update_feedback(cfg, task, lambda feedback: decide(cfg, feedback, meta, section))
+    withdrawn = task_withdrawn(cfg, task)
+    if not _has_work(read_feedback(cfg, task), meta, section, withdrawn):
+        if section is None and record is None:
+            forget(cfg, task)  # a gone task with nothing open: no one else would retire it
+        return
+    decided = update_feedback(cfg, task, lambda fb: decide(cfg, fb, meta, section, withdrawn))
     if decided.over_limit:
         give_up(cfg, task, decided.over_limit, meta)
+        update_feedback(cfg, task, lambda fb: _gave_up(fb, decided.over_limit))
     elif decided.opened:
         start(cfg, task, decided, meta)
 
 
-def decide(cfg: Config, feedback: Feedback, meta: dict, section: str | None) -> Round:
-    """Mark what the last run carried done (it ended, not with a retry); if the task is
-    settled and open items remain, count and mark the round started."""
+def _has_work(feedback: Feedback, meta: dict, section: str | None, withdrawn: str | None) -> bool:
+    """Whether ``decide`` could change anything (a read without the lock, every poll)."""
+    opened = feedback.open_items()
+    completed = "completed" in (meta.get("applied") or [])
+    return bool(feedback.moving or feedback.giving_up or (opened and (
+        withdrawn or (completed and any(i.key in (meta.get("feedback") or []) for i in opened))
+        or (section not in WAITING and any(not i.started for i in opened))
+        or (section in WAITING and feedback.moving))))
+
+
+def decide(cfg: Config, feedback: Feedback, meta: dict, section: str | None,
+           withdrawn: str | None) -> Round:
     carried = set(meta.get("feedback") or [])
-    if ENDED & set(meta.get("applied") or []):
+    if carried & set(feedback.moving):
+        feedback.moving = []  # a run was launched for the round: its move happened
+    if "completed" in (meta.get("applied") or []):
         for item in feedback.items:
             if item.key in carried:
                 item.done = True
     opened = feedback.open_items()
-    if not opened or section in WAITING:
+    if withdrawn:  # the issue was closed or unlabelled: nothing more is done for it
+        for item in opened:
+            item.started = item.done = True
+        feedback.moving, feedback.giving_up = [], []
         return Round()
+    if feedback.giving_up:
+        return Round(over_limit=[i for i in feedback.items if i.key in feedback.giving_up])
+    if section in WAITING:
+        feedback.moving = []  # the round's move happened (or a person moved the task)
+        return Round()
+    if feedback.moving:
+        return Round(opened=opened, rounds=feedback.rework_rounds)
     new = [item for item in opened if not item.started]
-    if any(item.kind in REWORK for item in new):
-        if feedback.rework_rounds >= cfg.launcher.max_rework_rounds:
-            for item in new:
-                item.started = item.done = True
-            return Round(over_limit=new, rounds=feedback.rework_rounds)
-        feedback.rework_rounds += 1
+    if not new:
+        return Round()
     for item in new:
         item.started = True
+    if any(item.kind in REWORK for item in new):
+        if feedback.rework_rounds >= cfg.launcher.max_rework_rounds:
+            feedback.giving_up = [item.key for item in new]
+            return Round(over_limit=new)
+        feedback.rework_rounds += 1
+    feedback.moving = [item.key for item in opened]
     return Round(opened=opened, rounds=feedback.rework_rounds)
+
+
+def _gave_up(feedback: Feedback, items: list[Item]) -> None:
+    keys = {item.key for item in items}
+    for item in feedback.items:
+        if item.key in keys:
+            item.done = True
+    feedback.giving_up = []
 
 
 def start(cfg: Config, task: str, decided: Round, meta: dict) -> None:
@@ -114,8 +153,8 @@ def requeue(board: tasks.Board, task: str, title: str, worker: str | None, what:
 
 
 def give_up(cfg: Config, task: str, new: list[Item], meta: dict) -> None:
-    """Past max_rework_rounds: the task is Failed (its new items are done already) and a
-    comment, on its PR (else its issue), says why."""
+    """Past max_rework_rounds: the task is Failed and a comment, on its PR (else its issue),
+    says why (each step keyed or conditional: redone after a crash, it does nothing twice)."""
     limit = cfg.launcher.max_rework_rounds
     reason = (f"rework limit reached: {limit} round(s) ([launcher] max_rework_rounds); "
               f"not done: {'; '.join(item.source or item.kind for item in new)}")
