@@ -256,3 +256,39 @@ def test_the_feedback_of_a_task_gone_for_good_is_forgotten(cfg, fake_github):
     add_item(cfg, "t-6", Item(key="ci/x", kind="ci", text="failed", started=True, done=True))
     make_fetcher(cfg).poll()  # no line, no run record, nothing open: nothing would retire it
     assert not cfg.feedback_file("t-6").exists()
+
+
+def test_on_a_second_block_a_remark_from_while_it_ran_is_no_answer(cfg, fake_github):
+    from shared.clock import iso_at
+    import time as clock
+    blocked_issue(cfg, fake_github)  # the first question, asked by w-abc123
+    fetcher = make_fetcher(cfg)
+    fetcher.poll()
+    # a second run (w-def456) ended blocked just now; its question is not posted yet
+    write_record(cfg.run_record("gh-1"), {
+        "task": "gh-1", "worker_id": "w-def456", "attempt": 1, "outcome": "blocked",
+        "finished": iso_at(clock.time() + 3600), "applied": ["blocked", "announced"]})
+    fake_github.add_comment(1, "Looks good so far", author="alice", association="MEMBER")
+    fetcher.poll()
+    assert read_feedback(cfg, "gh-1").items == []
+    fake_github.add_comment(1, QUESTION.replace("w-abc123", "w-def456"))
+    answer = fake_github.add_comment(1, "Use baz.", author="alice", association="MEMBER")
+    fetcher.poll()
+    assert [i.key for i in read_feedback(cfg, "gh-1").items] == [f"comment/{answer['id']}"]
+
+
+def test_a_poll_that_fails_for_no_github_reason_still_sends_the_outbox_and_backs_off(
+        cfg, fake_github, monkeypatch):
+    import time as clock
+    from shared.outbox import queue_comment
+    fake_github.add_issue("Something")
+    queue_comment(cfg, 1, "gh-1", "gh-1/w-abc123/completed", "PR ready")
+    fetcher = make_fetcher(cfg)
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(fetcher.comments, "poll", disk_full)
+    with pytest.raises(OSError):
+        fetcher.step()  # the program's loop logs it
+    assert len(fake_github.issue_comments(1)) == 1  # the outbox went out all the same
+    assert fetcher.failures == 1 and fetcher.next_poll > clock.monotonic()

@@ -46,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
     """Answers from ``ROUTES`` (set per server by ``handler_for``)."""
 
     ROUTES: dict[str, tuple[Path, str]] = {}
+    timeout = 15  # seconds a connection may sit idle: each holds a thread
 
     def version_string(self) -> str:
         return "tac8"  # the Server header: no Python version for anyone to look up

@@ -130,11 +130,14 @@ class Fetcher:
         if self.gh is None or time.monotonic() < self.not_before:
             return
         try:
-            if time.monotonic() >= self.next_poll:
-                self.poll_or_back_off()
-            # The outbox goes out even when the poll failed: its failures are its own (it
-            # raises only RateLimited), and a PR or comment waits for no listing.
-            self.send_outbox()
+            try:
+                if time.monotonic() >= self.next_poll:
+                    self.poll_or_back_off()
+            finally:
+                # The outbox goes out even when the poll failed (a bug, a lock timeout
+                # included): its failures are its own (it raises only RateLimited), and a PR
+                # or comment waits for no listing.
+                self.send_outbox()
         except RateLimited as exc:
             wait = min(RATE_WAIT_CAP, max(1.0, exc.reset_at - time.time()))
             self.not_before = time.monotonic() + wait
@@ -146,12 +149,18 @@ class Fetcher:
             self._note_rate()
 
     def poll_or_back_off(self) -> None:
-        """A poll; a failed one (not a rate limit) is retried after a backoff of its own."""
+        """A poll; a failed one (not a rate limit) is retried after a backoff of its own.
+        A failure that is not GitHub's (a lock held too long, a damaged file, a bug) is
+        backed off too, then raised for the loop to log."""
         try:
             self.poll()
         except RateLimited:
             raise
-        except GitHubError as exc:
+        except Exception as exc:
+            if not isinstance(exc, GitHubError):
+                self.failures += 1
+                self.next_poll = time.monotonic() + self.backoff(self.failures)
+                raise
             if self.stopped():
                 return  # a call cut short by SIGTERM is not an error
             self.failures += 1

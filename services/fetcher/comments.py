@@ -37,8 +37,9 @@ log = logging.getLogger("fetcher")
 
 HANDLED_KEPT = 2000
 FIRST_LOOK_BACK = 3600.0  # seconds of comments read when the fetcher has never looked
+SINCE_MARGIN = 60  # seconds the listing's cursor stays behind the newest comment seen
 OWN_MARK = "<!-- tac8:"  # every comment tac8 posts ends with one (shared.outbox.comment_marker)
-_QUESTION_MARK = re.compile(r"<!-- tac8:(gh-\d+)/w-[0-9a-zA-Z]+/blocked -->")
+_QUESTION_MARK = re.compile(r"<!-- tac8:(gh-\d+)/(w-[0-9a-zA-Z]+)/blocked -->")
 RETRYABLE = (tasks.STOPPED, tasks.FAILED, tasks.BLOCKED)
 
 
@@ -58,7 +59,8 @@ class Comments:
         self.task_of_pr = task_of_pr
         memory.setdefault("since", github_time(time.time() - FIRST_LOOK_BACK))
         memory.setdefault("handled", [])
-        memory.setdefault("asked", {})  # issue number → the id of tac8's question comment there
+        # issue number → tac8's question comment there: its id and the worker that asked
+        memory.setdefault("asked", {})
         memory.setdefault("ignored", 0)  # comments by untrusted authors about a task
 
     def poll(self) -> None:
@@ -67,9 +69,10 @@ class Comments:
                                              project=_summary)
         handled = set(memory["handled"])
         for comment in listing.fresh:  # tac8's questions first: what came after them answers
-            if self.ours(comment) and "/pull/" not in str(comment.get("html_url") or "") \
-                    and _QUESTION_MARK.search(str(comment.get("body") or "")):
-                memory["asked"][str(_issue_number(comment))] = comment.get("id")
+            question = _QUESTION_MARK.search(str(comment.get("body") or ""))
+            if question and self.ours(comment) and "/pull/" not in str(comment.get("html_url")):
+                memory["asked"][str(_issue_number(comment))] = {"id": comment.get("id"),
+                                                                "worker": question.group(2)}
         for comment in listing.fresh:
             if comment.get("id") in handled:
                 continue
@@ -77,9 +80,23 @@ class Comments:
             memory["handled"] = [*memory["handled"], comment.get("id")][-HANDLED_KEPT:]
             handled.add(comment.get("id"))
         memory["pages"] = listing.pages
-        newest = max((str(c.get("updated_at") or "") for c in listing.items), default="")
-        if newest > memory["since"]:
-            memory["since"] = newest  # the next listing starts there (handled ids skip it)
+        newest = parse_iso(max((str(c.get("updated_at") or "") for c in listing.items),
+                               default="") or None)
+        if newest is not None:
+            # the next listing starts a little before the newest comment seen: one GitHub
+            # lists late is still read (the handled ids skip the rest)
+            cursor = github_time(newest.timestamp() - SINCE_MARGIN)
+            if cursor > memory["since"]:
+                memory["since"] = cursor
+        self.forget_questions()
+
+    def forget_questions(self) -> None:
+        """Keep tac8's questions only for the issues of tasks that are Blocked now."""
+        blocked = {str(tasks.issue_number(t.id)) for t in
+                   tasks.read_board(self.cfg.tasks_file).tasks(tasks.BLOCKED) if t.id}
+        asked = self.memory["asked"]
+        for issue in [n for n in asked if n not in blocked]:
+            del asked[issue]
 
     # --- one comment ---
     def handle(self, comment: dict) -> None:
@@ -116,16 +133,19 @@ class Comments:
         return OWN_MARK in str(comment.get("body") or "") and login.lower() == self.gh.login().lower()
 
     def answers(self, comment: dict, task: str) -> bool:
-        """Whether the comment came after tac8 asked: after its question comment (ids grow
-        with time; timestamps are whole seconds), else (a question this fetcher never saw)
-        after the blocked run's end."""
-        question = self.memory["asked"].get(str(_issue_number(comment)))
-        if isinstance(question, int):
-            return int(comment.get("id") or 0) > question
+        """Whether the comment came after tac8 asked: after the blocked run's question comment
+        (ids grow with time; GitHub's times are whole seconds and this box's clock may be off),
+        else after the run ended."""
         record = read_run(self.cfg, task)
-        asked = parse_iso(record.meta.get("finished")) if record else None
+        meta = record.meta if record else {}
+        question = self.memory["asked"].get(str(_issue_number(comment)))
+        if isinstance(question, dict) and question.get("worker") == meta.get("worker_id"):
+            return int(comment.get("id") or 0) > int(question.get("id") or 0)
+        # this run's question is not out yet (or was never seen): what people said before the
+        # run ended is no answer to it (by the clocks, GitHub's and this box's)
+        ended = parse_iso(meta.get("finished"))
         written = parse_iso(str(comment.get("created_at") or ""))
-        return written is not None and (asked is None or written >= asked)
+        return written is not None and (ended is None or written >= ended.replace(microsecond=0))
 
     def section(self, task: str) -> str | None:
         found = tasks.read_board(self.cfg.tasks_file).find(task)
