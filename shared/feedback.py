@@ -107,6 +107,22 @@ def _meta(feedback: Feedback) -> dict[str, Any]:
             "items": [asdict(item) for item in feedback.items]}
 
 
+def drop_rework(feedback: Feedback) -> list[str]:
+    """Change for ``update_feedback``: the open reviews, checks and requests are done (their
+    PR was merged or closed: there is nothing left to rework); their keys."""
+    dropped = [item for item in feedback.open_items() if item.kind in REWORK]
+    for item in dropped:
+        item.started = item.done = True
+    feedback.moving = [k for k in feedback.moving if k not in {i.key for i in dropped}]
+    return [item.key for item in dropped]
+
+
+def carried_rework(cfg: Config, task: str, keys: list[str]) -> bool:
+    """Whether the run whose record lists ``keys`` (its ``feedback``) was a rework round."""
+    return any(item.key in keys and item.kind in REWORK
+               for item in read_feedback(cfg, task).items)
+
+
 def forget(cfg: Config, task: str) -> bool:
     """Delete the task's feedback file if nothing in it is open or half done (its task is
     gone and has no run record: nothing else would ever retire it); True if it went."""

@@ -292,3 +292,38 @@ def test_a_poll_that_fails_for_no_github_reason_still_sends_the_outbox_and_backs
         fetcher.step()  # the program's loop logs it
     assert len(fake_github.issue_comments(1)) == 1  # the outbox went out all the same
     assert fetcher.failures == 1 and fetcher.next_poll > clock.monotonic()
+
+
+def test_a_pr_closed_during_its_rework_round_gets_no_successor(cfg, fake_github):
+    """The person closed it: the round's push completes as pushed; a person's own requeue
+    later (no rework carried) does open a new PR."""
+    from shared.outbox import queue_pr
+    from shared.runs import read_pr_marker
+    fake_github.add_issue("Rework me")
+    pr = fake_github.add_pr("auto/gh-1")
+    write_pr_marker(cfg, "gh-1", worker_id="w-abc123", url=pr["html_url"], number=pr["number"],
+                    head="auto/gh-1", commit="c0ffee", found_by="fetcher")
+    put(cfg, tasks.COMPLETED, "gh-1")
+    ended_run(cfg, "gh-1", "pr", "completed")
+    fetcher = make_fetcher(cfg)
+    fetcher.poll()  # follows the PR
+    add_item(cfg, "gh-1", Item(key="review/4", kind="review", text="Redo it", started=True))
+    fake_github.close_pr(pr["number"])
+    fetcher.poll()
+    assert read_feedback(cfg, "gh-1").open_items() == []  # nothing left to rework
+    assert read_pr_marker(cfg, "gh-1")["pr_state"] == "closed"
+
+    write_record(cfg.run_record("gh-1"), {"task": "gh-1", "worker_id": "w-def456",
+                                          "feedback": ["review/4"]})  # the round, still running
+    queue_pr(cfg, "gh-1", "w-def456", "auto/gh-1", "main", "Rework me", "d00d", "body")
+    fetcher.send_outbox()
+    assert fake_github.count("POST", "/repos/octo/demo/pulls") == 0
+    marker = read_pr_marker(cfg, "gh-1")
+    assert (marker["worker_id"], marker["url"]) == ("w-def456", "")  # completes as pushed
+
+    write_record(cfg.run_record("gh-1"), {"task": "gh-1", "worker_id": "w-0a0a0a"})
+    write_record(cfg.pr_marker("gh-1"), {"task": "gh-1", "worker_id": "w-abc123",
+                                         "number": pr["number"], "pr_state": "closed"})
+    queue_pr(cfg, "gh-1", "w-0a0a0a", "auto/gh-1", "main", "Rework me", "beef", "body")
+    fetcher.send_outbox()  # a person requeued it: a fresh attempt gets a fresh PR
+    assert fake_github.count("POST", "/repos/octo/demo/pulls") == 1

@@ -37,13 +37,14 @@ from services.fetcher.rounds import start_rounds
 from shared import outbox, tasks
 from shared.clock import iso_at
 from shared.events import emit, run_key
+from shared.feedback import carried_rework
 from shared.fsio import atomic_write, sweep_tmp
 from shared.github import (AuthError, GitHub, GitHubError, Listing, NotFound, RateLimited,
                            Rejected, Unavailable)
 from shared.issues import read_issue, trusted, withdrawn
 from shared.program import Program
 from shared.records import Record, render_record
-from shared.runs import write_pr_marker
+from shared.runs import read_pr_marker, read_run, write_pr_marker
 
 log = logging.getLogger("fetcher")
 
@@ -521,6 +522,14 @@ class Fetcher:
         after a timeout never opens a second); then the task's PR marker."""
         pr, meta = self.gh.find_open_pr(sending.meta["head"]), sending.meta
         created = pr is None
+        if created and self.reworked_an_ended_pr(sending):
+            # its PR was merged or closed while the round ran: a person decided; the round's
+            # commits stay on the branch, and the run completes as pushed, without a new PR
+            write_pr_marker(self.cfg, sending.task, worker_id=meta["worker_id"], url="",
+                            number=None, head=meta["head"], commit=str(meta.get("commit") or ""),
+                            found_by="fetcher")
+            log.info("%s: its PR ended during a rework round: pushed, no new PR", sending.task)
+            return
         if created:
             pr = self.gh.create_pr(meta["head"], meta["base"], meta["title"],
                                    sending.body[:POSTED_BODY_LIMIT])
@@ -535,6 +544,15 @@ class Fetcher:
             emit(self.cfg.events_dir, "pr_created", sending.task, url=url, number=number,
                  worker_id=meta["worker_id"],
                  key=run_key(sending.task, meta["worker_id"], "pr_created"))
+
+    def reworked_an_ended_pr(self, sending: outbox.Item) -> bool:
+        """Whether the queued PR is a rework round's whose PR was merged or closed since."""
+        marker = read_pr_marker(self.cfg, sending.task) or {}
+        record = read_run(self.cfg, sending.task)
+        keys = (record.meta.get("feedback") or []) if record and \
+            record.meta.get("worker_id") == sending.meta.get("worker_id") else []
+        return marker.get("pr_state") in ("merged", "closed") \
+            and carried_rework(self.cfg, sending.task, keys)
 
     def posted_before(self, issue: int, marker: str) -> bool:
         """Whether a comment on ``issue`` written by tac8's own login carries ``marker``

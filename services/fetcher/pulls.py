@@ -27,7 +27,7 @@ from shared import tasks
 from shared.clock import parse_iso
 from shared.config import Config
 from shared.events import emit
-from shared.feedback import CI, COMMAND, REVIEW, Item, add_item
+from shared.feedback import CI, COMMAND, REVIEW, Item, add_item, drop_rework, update_feedback
 from shared.github import PER_PAGE, GitHub, Listing, NotFound, NotModified
 from shared.issues import trusted
 from shared.locks import file_lock
@@ -354,6 +354,10 @@ class PullRequests:
         self.mark_marker(task, number, state, str(when or ""))
         emit(self.cfg.events_dir, f"pr_{state}", task, pr=number, url=url,
              key=f"pr/{number}/{state}", **{f"{state}_at": when})
+        dropped = update_feedback(self.cfg, task, drop_rework)
+        if dropped:
+            log.info("%s: PR #%d %s: its rework is dropped (%s)", task, number, state,
+                     ", ".join(dropped))
         detail = f"{url} ({state if state == 'merged' else 'closed unmerged'})"
 
         def show(board: tasks.Board) -> None:
