@@ -55,6 +55,7 @@ LOG_CAP = 20 * 1024 * 1024  # bytes of agent output kept from the start of a run
 LOG_TAIL = 256 * 1024  # bytes kept from the end once the cap is reached
 RECORD_TAIL = 4000  # characters of the log's tail in the run record's body
 SETUP_ERROR_CHARS = 300  # of a failed setup's output, in the run's error
+WIP_SUFFIX = "-wip"  # work in progress of a task whose PR is open goes to <branch>-wip
 STOP_POLL = 1.0  # seconds between looks at the STOP file
 DRAIN = 1.0  # seconds to keep reading after the agent exits (a daemon may hold the pipe)
 NOW_GRACE = 1.0  # stop grace for `tac8 stop --now`
@@ -333,6 +334,9 @@ class Worker:
         end of the setup's output for the run record, so the attempt fails and is retried."""
         if not template.setup:
             return None
+        stopped = AgentRun()
+        if self.check_stop(stopped, before=" before the setup"):
+            return stopped  # (a stop during the setup waits for its end: then the agent's turn)
         env = sandbox.agent_env(template.env, self.task)
         try:
             done = proc.run(self.in_sandbox(template.setup, sandboxed), cwd=self.tree, env=env,
@@ -511,11 +515,22 @@ class Worker:
         if commit == start_head:
             return outcome
         outcome.commit = commit
+        branch = self.cfg.branch(self.task)
+        # A PR under review is no place for half-done work: reviewers and CI would take it
+        # for the round's; it goes to a branch beside it, and the next attempt carries on.
+        to = f"{branch}{WIP_SUFFIX}" if self.pr_open() else branch
         try:
-            worktree.push(self.cfg, self.tree, self.cfg.branch(self.task))
+            worktree.push(self.cfg, self.tree, branch, to=to)
+            if to != branch:
+                outcome.error = "; ".join(filter(None, [outcome.error, f"WIP pushed to {to}"]))
         except worktree.GitError as exc:  # kept in the tree; the next attempt pushes it
             outcome.error = "; ".join(filter(None, [outcome.error, f"WIP not pushed: {describe(exc)}"]))
         return outcome
+
+    def pr_open(self) -> bool:
+        """Whether the task has a PR on GitHub that is still open (a rework round's)."""
+        marker = runs.read_pr_marker(self.cfg, self.task) or {}
+        return bool(self.cfg.github.repo and marker.get("number") and not marker.get("pr_state"))
 
     def deliver(self, title: str, commit: str, skipped: list[str], worker_id: str) -> Outcome:
         """Push the branch, then queue its PR for the fetcher, which opens it (or finds it

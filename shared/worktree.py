@@ -433,11 +433,12 @@ def commit_all(tree: Path, message: str, max_new_bytes: int) -> tuple[str | None
     return (head(tree) if wanted else status.head), [f"{p} ({why})" for p, why in refused.items()]
 
 
-def push(cfg: Config, tree: Path, branch: str) -> None:
-    """Push ``branch`` to the remote (updating its remote-tracking ref)."""
+def push(cfg: Config, tree: Path, branch: str, to: str | None = None) -> None:
+    """Push ``branch`` to the remote, as the remote's branch ``to`` (default: the same
+    name), updating its remote-tracking ref."""
     common_dir(cfg)  # so that git checks the tree first
     network_git(tree, "push", "--quiet", "--no-verify", cfg.repo.remote,
-                f"refs/heads/{branch}:refs/heads/{branch}")
+                f"refs/heads/{branch}:refs/heads/{to or branch}")
 
 
 # --- guarded removal ----------------------------------------------------------------------

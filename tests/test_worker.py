@@ -543,3 +543,16 @@ def test_a_leftover_secret_is_not_pushed_and_the_pr_says_what_was_left_out(
     make_fetcher(cfg).send_outbox()
     [pr] = fake_github.pulls.values()
     assert ".env (looks like a secret)" in pr["body"] and "blob.bin" in pr["body"]
+
+
+def test_work_in_progress_of_a_task_whose_pr_is_open_goes_beside_the_pr_branch(sandbox, pids):
+    """A rework round that fails: reviewers and CI must not take its half-done work for the
+    round's; it is kept on <branch>-wip and the PR's branch is left as it was."""
+    cfg = prepare(sandbox, pids, "is-error")
+    cfg = sandbox.write_config(github={"repo": "octo/demo"})
+    runs.write_pr_marker(cfg, TASK, worker_id="w-000001", url="https://github.localhost/pull/7",
+                         number=7, head="auto/t-1", commit="c0ffee", found_by="fetcher")
+    meta = run_worker(cfg).meta
+    assert meta["outcome"] == "failed" and meta["error"].endswith("WIP pushed to auto/t-1-wip")
+    assert git(sandbox.origin, "rev-parse", "auto/t-1-wip") == meta["commit"]
+    assert not origin_has(sandbox, "auto/t-1")  # the PR's branch: untouched
