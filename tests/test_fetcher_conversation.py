@@ -129,14 +129,19 @@ def test_a_restarted_fetcher_handles_no_comment_twice(cfg, fake_github):
     assert fake_github.count("POST", f"/repos/octo/demo/issues/comments/{retry['id']}/reactions") == 1
 
 
-def test_a_request_on_tac8_s_pr_starts_a_rework_round_then_the_limit_fails_it(cfg, fake_github):
-    fake_github.add_issue("Rename things")
-    pr = fake_github.add_pr("auto/gh-1")
+def completed_with_pr(cfg, fake, title: str):
+    """gh-1 in Completed Today, its run done, its PR open on the fake; a fetcher and the PR."""
+    fake.add_issue(title)
+    pr = fake.add_pr("auto/gh-1")
     write_pr_marker(cfg, "gh-1", worker_id="w-abc123", url=pr["html_url"], number=pr["number"],
                     head="auto/gh-1", commit="c0ffee", found_by="fetcher")
     put(cfg, tasks.COMPLETED, "gh-1")
     ended_run(cfg, "gh-1", "pr", "completed")
-    fetcher = make_fetcher(cfg)
+    return make_fetcher(cfg), pr
+
+
+def test_a_request_on_tac8_s_pr_starts_a_rework_round_then_the_limit_fails_it(cfg, fake_github):
+    fetcher, pr = completed_with_pr(cfg, fake_github, "Rename things")
     request = fake_github.add_comment(pr["number"], "/tac8 also rename y to z\nin every module",
                                       author="alice", association="MEMBER")
     fetcher.poll()
@@ -299,13 +304,7 @@ def test_a_pr_closed_during_its_rework_round_gets_no_successor(cfg, fake_github)
     later (no rework carried) does open a new PR."""
     from shared.outbox import queue_pr
     from shared.runs import read_pr_marker
-    fake_github.add_issue("Rework me")
-    pr = fake_github.add_pr("auto/gh-1")
-    write_pr_marker(cfg, "gh-1", worker_id="w-abc123", url=pr["html_url"], number=pr["number"],
-                    head="auto/gh-1", commit="c0ffee", found_by="fetcher")
-    put(cfg, tasks.COMPLETED, "gh-1")
-    ended_run(cfg, "gh-1", "pr", "completed")
-    fetcher = make_fetcher(cfg)
+    fetcher, pr = completed_with_pr(cfg, fake_github, "Rework me")
     fetcher.poll()  # follows the PR
     add_item(cfg, "gh-1", Item(key="review/4", kind="review", text="Redo it", started=True))
     fake_github.close_pr(pr["number"])
