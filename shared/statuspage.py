@@ -22,7 +22,7 @@ from shared.agentlog import last_output
 from shared.clock import duration
 from shared.config import Config
 from shared.fsio import atomic_write
-from shared.pause import read_pause
+from shared.pause import pause_end, read_pause
 from shared.runs import live_tasks, question_file
 from shared.tasks import ACTIVE, BLOCKED, SECTIONS, Board, Task
 from shared.text import encodable, printable
@@ -138,7 +138,9 @@ def _health(m: dict[str, Any], paused: dict[str, Any] | None) -> str:
     if reasons:
         out.append("<ul>" + "".join(f"<li>{_t(r)}</li>" for r in reasons) + "</ul>\n")
     if paused is not None:
-        out.append(f"<p class=\"paused\">Launching is <b>paused</b>: "
+        end = pause_end(paused)  # a usage limit's pause ends by itself
+        until = f" until {_t(_when(end.isoformat()))}" if end else ""
+        out.append(f"<p class=\"paused\">Launching is <b>paused</b>{until}: "
                    f"{_t(paused.get('reason') or 'no reason given')} (by {_t(paused.get('by', '?'))}"
                    f" at {_t(_when(paused.get('at')))}). Running workers go on.</p>\n")
     return "".join(out)

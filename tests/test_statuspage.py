@@ -342,3 +342,11 @@ def test_chromium_shows_the_titles_as_text(sandbox, tmp_path):
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (1000, 800)  # IHDR: width, height
+
+
+def test_a_pause_that_ends_by_itself_says_until_when():
+    extras = Extras(paused={"by": "worker", "at": "2026-11-30T10:00:00+01:00",
+                            "reason": "auto: usage limit reached",
+                            "until": "2026-11-30T15:00:00+01:00"})
+    page = render(_snapshot(), parse(QUEUE), extras)
+    assert "Launching is <b>paused</b> until 2026-11-30 15:00:00: auto: usage limit reached" in page
