@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -345,8 +346,9 @@ def test_chromium_shows_the_titles_as_text(sandbox, tmp_path):
 
 
 def test_a_pause_that_ends_by_itself_says_until_when():
-    extras = Extras(paused={"by": "worker", "at": "2026-11-30T10:00:00+01:00",
+    extras = Extras(paused={"by": "worker", "at": "2026-11-30T10:00:00+00:00",
                             "reason": "auto: usage limit reached",
-                            "until": "2026-11-30T15:00:00+01:00"})
+                            "until": "2026-11-30T15:00:00+00:00"})
     page = render(_snapshot(), parse(QUEUE), extras)
-    assert "Launching is <b>paused</b> until 2026-11-30 15:00:00: auto: usage limit reached" in page
+    until = datetime.fromisoformat("2026-11-30T15:00:00+00:00").astimezone()  # the box's time
+    assert f"Launching is <b>paused</b> until {until:%Y-%m-%d %H:%M:%S}: auto: usage limit" in page
