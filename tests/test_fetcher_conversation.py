@@ -76,8 +76,8 @@ def test_a_trusted_answer_sends_the_blocked_task_back_with_it(cfg, fake_github):
     fetcher.poll()
     fetcher.poll()
     assert len(read_feedback(cfg, "gh-1").items) == 1
-    # after the cursor moved once, an unchanged poll is one 304
-    assert fake_github.count("GET", "/repos/octo/demo/issues/comments") == listings + 2
+    # no issue or PR changed: the comments are not even asked for
+    assert fake_github.count("GET", "/repos/octo/demo/issues/comments") == listings
 
 
 def test_a_comment_from_before_the_question_is_no_answer(cfg, fake_github):
@@ -290,7 +290,7 @@ def test_a_poll_that_fails_for_no_github_reason_still_sends_the_outbox_and_backs
     queue_comment(cfg, 1, "gh-1", "gh-1/w-abc123/completed", "PR ready")
     fetcher = make_fetcher(cfg)
 
-    def disk_full():
+    def disk_full(changed=True):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(fetcher.comments, "poll", disk_full)
     with pytest.raises(OSError):

@@ -84,10 +84,10 @@ def test_a_trusted_review_requesting_changes_is_one_item_with_its_line_comments(
                          "src/b.py:3: this one too (outdated)")
 
     fake_github.reset_log()
-    fetcher.poll()  # nothing changed: every listing answers 304, no PR is read
+    fetcher.poll()  # nothing changed: the issues and pulls listings answer 304, and with
+    # neither changed no comment can be new: no comments listing, no PR is read
     assert {r.status for r in fake_github.requests} == {304}
-    assert {r.path for r in fake_github.requests} == {
-        f"{REPO}/issues", f"{REPO}/pulls", f"{REPO}/issues/comments", f"{REPO}/pulls/comments"}
+    assert {r.path for r in fake_github.requests} == {f"{REPO}/issues", f"{REPO}/pulls"}
     assert len(read_feedback(cfg, "gh-1").items) == 1
 
 

@@ -215,7 +215,9 @@ class Fetcher:
         self.memory.issues = listing.pages
         try:
             self.follow_up("PRs", lambda: (self.find_prs(), self.pulls.poll(self.open_pulls)))
-            self.follow_up("comments", self.comments.poll)
+            pulls_changed = self._open_pulls is not None and self._open_pulls.changed
+            self.follow_up("comments",
+                           lambda: self.comments.poll(listing.changed or pulls_changed))
             start_rounds(cfg)
         finally:  # each part keeps what it has done in its memory, so a failure saves it too
             self.memory.save()

@@ -63,8 +63,16 @@ class Comments:
         memory.setdefault("asked", {})
         memory.setdefault("ignored", 0)  # comments by untrusted authors about a task
 
-    def poll(self) -> None:
+    def poll(self, changed: bool = True) -> None:
+        """Read the comments if anything they could be on changed: a comment moves its
+        issue's or PR's ``updated_at``, so the issue and pulls listings the poll made change
+        too (an idle poll then costs no request here). ``due`` holds a change until a read
+        succeeds."""
         memory = self.memory
+        if changed:
+            memory["due"] = True
+        if not memory.get("due", True) and memory.get("pages"):
+            return
         listing = self.gh.list_repo_comments(memory["since"], cached=memory.get("pages") or [],
                                              project=_summary)
         handled = set(memory["handled"])
@@ -89,6 +97,7 @@ class Comments:
             if cursor > memory["since"]:
                 memory["since"] = cursor
         self.forget_questions()
+        memory["due"] = False
 
     def forget_questions(self) -> None:
         """Keep tac8's questions only for the issues of tasks that are Blocked now."""

@@ -43,7 +43,7 @@ PASSING = {"success", "neutral", "skipped"}
 FAILING = {"failure", "timed_out"}
 FAILING_STATUSES = {"failure", "error"}
 CHECKS_REGISTER_WAIT = 600.0  # seconds after a new head during which "no checks" is re-read
-CHECKS_RECHECK = 60.0  # seconds between two reads of a head that had no checks yet
+CHECKS_RECHECK = 60.0  # seconds before the first re-read of a head that had no checks yet
 SINCE_MARGIN = 60  # seconds the review comments cursor stays behind the newest one seen
 HANDLED_KEPT = 1000  # review comment ids remembered (those within the margin suffice)
 PIECE_LIMIT = 2000  # characters of one line comment or check output kept in an item
@@ -118,15 +118,19 @@ class PullRequests:
         if not self.prs:
             self.comments.clear()  # a cursor kept through an idle month would page it all in
             return
-        current = {int(pr["number"]): pr for pr in open_pulls().items}
+        listing = open_pulls()
+        if listing.changed:  # a review comment moves its PR's updated_at: the listing changes
+            self.memory["comments_due"] = True
+        current = {int(pr["number"]): pr for pr in listing.items}
         for key, rec in list(self.prs.items()):
             pr = current.get(int(key))
             if pr is None:
                 self.settle(int(key), rec)
             else:
                 self.follow(int(key), rec, pr)
-        if self.prs:
+        if self.prs and self.memory.get("comments_due", True):
             self.read_review_comments()
+            self.memory["comments_due"] = False
         self.show_ci()
 
     def follow(self, number: int, rec: dict, pr: dict) -> None:
@@ -139,9 +143,10 @@ class PullRequests:
             self.read_reviews(number, rec)
             rec["updated_at"] = pr.get("updated_at")
         now = time.time()
-        if rec.get("ci") in (None, PENDING) or (
+        read_at = rec.get("ci_read_at", 0)
+        if rec.get("ci") in (None, PENDING) or (  # no checks yet: again after 1, 3, 9 min
                 rec.get("ci") == NONE and now - rec.get("head_at", 0) < CHECKS_REGISTER_WAIT
-                and now - rec.get("ci_read_at", 0) >= CHECKS_RECHECK):
+                and now - read_at >= max(CHECKS_RECHECK, 2 * (read_at - rec.get("head_at", 0)))):
             rec["ci_read_at"] = now
             self.read_ci(number, rec)
 
