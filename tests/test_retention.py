@@ -93,7 +93,8 @@ def test_a_worker_s_liveness_lock_is_gone_when_it_ends(sandbox, observer):
     observer.start()
     worker = launch(cfg, task)
     assert worker.wait() == 0
-    wait_for(lambda: settled(cfg, task, "announced"), what="the run settled")
+    # (the observer's guarded removal of the tree takes the lock a moment after announcing)
+    wait_for(lambda: settled(cfg, task, "announced", "cleaned"), what="the run settled")
     assert list(cfg.live_dir.iterdir()) == []
 
 
